@@ -1,0 +1,25 @@
+//! `odc-backends`: from graph IR to machine code.
+//!
+//! ```text
+//! Graph ──lower──► Program (kernels in kernel IR + buffers + steps)
+//!                    │  math: transcendentals and storage formats as kernel-IR expressions
+//!                    ▼
+//!              codegen (one Cranelift function per kernel) + module (driver `run`)
+//!                    ▼
+//!              jit (in-process)  |  object (relocatable ELF for any supported triple)
+//! ```
+//!
+//! Owns: the kernel IR, lowering of primitives (and fused groups) to loop nests, the math
+//! library, Cranelift code generation, JIT execution and constant evaluation.
+//!
+//! Must not: depend on the runtime's internals, or link any math routine not generated here.
+
+pub mod codegen;
+pub mod jit;
+pub mod kernel;
+pub mod lower;
+pub mod math;
+pub mod module;
+
+pub use jit::{host_isa, JitEvaluator, JitProgram, OptLevel, RunError};
+pub use lower::{lower, Buffer, BufferKind, IoSpec, Program, Step};

@@ -1,0 +1,760 @@
+//! Graph IR → [`Program`]: kernels, buffers and the order they run in.
+//!
+//! Each primitive has a *compute definition* ([`KernelLowering::emit_node`]): its value at an
+//! output index, in terms of its operands' values at derived indices. A node is either
+//! *materialised* (it gets a buffer and a kernel that writes it) or *inlined* (its definition is
+//! substituted into every reader). Views, iotas and scalar constants are always inlined; which
+//! compute nodes are inlined is the fusion decision, passed in as a set.
+
+use crate::kernel::{raw_type, Body, Kernel, KernelBuilder, E};
+use crate::math;
+use odc_ir::{DType, Graph, IrError, NodeId, Op, OpFamily, PadMode, ReduceOp, ScatterReduction, Tensor};
+use std::collections::{HashMap, HashSet};
+
+/// Where a buffer lives at run time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BufferKind {
+    /// The caller's `index`-th input.
+    Input(usize),
+    /// The caller's `index`-th output.
+    Output(usize),
+    /// Constant `index` of [`Program::weights`].
+    Weight(usize),
+    /// An intermediate at a fixed offset of the arena.
+    Temp { offset: usize },
+}
+
+#[derive(Clone, Debug)]
+pub struct Buffer {
+    pub kind: BufferKind,
+    pub dtype: DType,
+    /// Elements.
+    pub len: usize,
+    /// Graph node names it holds (for reports).
+    pub name: String,
+}
+
+impl Buffer {
+    pub fn byte_len(&self) -> usize {
+        self.dtype.byte_len(self.len)
+    }
+}
+
+/// One kernel invocation: `args[slot]` is the buffer for the kernel's slot.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub kernel: usize,
+    pub args: Vec<usize>,
+}
+
+/// A named, typed model input or output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IoSpec {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+/// Everything the code generator needs to emit a module.
+#[derive(Clone, Debug, Default)]
+pub struct Program {
+    pub kernels: Vec<Kernel>,
+    pub buffers: Vec<Buffer>,
+    pub steps: Vec<Step>,
+    pub weights: Vec<Tensor>,
+    pub inputs: Vec<IoSpec>,
+    pub outputs: Vec<IoSpec>,
+    pub arena_size: usize,
+}
+
+/// Alignment of every arena buffer.
+pub const ARENA_ALIGN: usize = 64;
+
+/// Nodes that are never materialised on their own.
+pub fn always_inlined(g: &Graph, n: NodeId) -> bool {
+    match &g.node(n).op {
+        Op::Iota { .. } => true,
+        Op::Constant(t) => t.num_elements() == 1 && !t.dtype.is_packed(),
+        op => op.family() == OpFamily::View,
+    }
+}
+
+/// Lower a verified graph. `fused` lists compute nodes to inline into their readers.
+pub fn lower(g: &Graph, fused: &HashSet<NodeId>) -> Result<Program, IrError> {
+    let order = g.topo_order();
+    let mut prog = Program::default();
+    let mut buffer_of: HashMap<NodeId, usize> = HashMap::new();
+    for p in g.inputs() {
+        let t = g.ty(p.node);
+        prog.inputs.push(IoSpec { name: p.name.clone(), dtype: t.dtype, shape: t.shape.clone() });
+    }
+    for p in g.outputs() {
+        let t = g.ty(p.node);
+        prog.outputs.push(IoSpec { name: p.name.clone(), dtype: t.dtype, shape: t.shape.clone() });
+    }
+    // Which graph outputs a kernel node can write directly.
+    let mut direct_output: HashMap<NodeId, usize> = HashMap::new();
+    for (j, p) in g.outputs().iter().enumerate() {
+        let n = p.node;
+        let computes = !matches!(g.node(n).op, Op::Input { .. } | Op::Constant(_)) && !always_inlined(g, n);
+        if computes && !direct_output.contains_key(&n) {
+            direct_output.insert(n, j);
+        }
+    }
+    let mut kernel_nodes = vec![];
+    for &n in &order {
+        let node = g.node(n);
+        let ty = &node.ty;
+        let kind = match &node.op {
+            Op::Input { index } => BufferKind::Input(*index),
+            Op::Constant(t) if !always_inlined(g, n) => {
+                prog.weights.push(t.clone());
+                BufferKind::Weight(prog.weights.len() - 1)
+            }
+            _ if always_inlined(g, n) => continue,
+            _ if fused.contains(&n) && !direct_output.contains_key(&n) => continue,
+            _ => {
+                kernel_nodes.push(n);
+                match direct_output.get(&n) {
+                    Some(&j) => BufferKind::Output(j),
+                    None => BufferKind::Temp { offset: 0 },
+                }
+            }
+        };
+        prog.buffers.push(Buffer { kind, dtype: ty.dtype, len: ty.num_elements(), name: node.name.clone() });
+        buffer_of.insert(n, prog.buffers.len() - 1);
+    }
+    for n in kernel_nodes {
+        let out = buffer_of[&n];
+        lower_node(g, &buffer_of, fused, &mut prog, n, out)?;
+    }
+    // Outputs not written by their own kernel: copy.
+    for (j, p) in g.outputs().iter().enumerate() {
+        if direct_output.get(&p.node) == Some(&j) {
+            continue;
+        }
+        let ty = g.ty(p.node);
+        prog.buffers.push(Buffer {
+            kind: BufferKind::Output(j),
+            dtype: ty.dtype,
+            len: ty.num_elements(),
+            name: p.name.clone(),
+        });
+        let out = prog.buffers.len() - 1;
+        let mut kl = KernelLowering::new(g, &buffer_of, fused, None, &prog.buffers, out);
+        let (vars, idx) = kl.domain(&ty.shape);
+        let v = kl.access(p.node, &idx)?;
+        let v = math::encode(&mut kl.kb, v, ty.dtype);
+        let (kernel, args) = kl.finish(format!("copy_{}", p.name), vars, Body::Map { value: v });
+        push_kernel(&mut prog, kernel, args);
+    }
+    plan_arena(&mut prog);
+    Ok(prog)
+}
+
+fn push_kernel(prog: &mut Program, k: Kernel, args: Vec<usize>) {
+    prog.kernels.push(k);
+    prog.steps.push(Step { kernel: prog.kernels.len() - 1, args });
+}
+
+fn lower_node(
+    g: &Graph,
+    buffer_of: &HashMap<NodeId, usize>,
+    fused: &HashSet<NodeId>,
+    prog: &mut Program,
+    n: NodeId,
+    out: usize,
+) -> Result<(), IrError> {
+    let node = g.node(n);
+    let ty = node.ty.clone();
+    let name = kernel_name(&node.name, &node.op.name());
+    match &node.op {
+        Op::ScatterElements { axis, reduction } => {
+            let ops = g.operands(n);
+            copy_into(g, buffer_of, fused, prog, ops[0], out, &name)?;
+            let (data_shape, upd_shape) = (g.ty(ops[0]).shape.clone(), g.ty(ops[2]).shape.clone());
+            let mut kl = KernelLowering::new(g, buffer_of, fused, None, &prog.buffers, out);
+            let (vars, u) = kl.domain(&upd_shape);
+            let raw = kl.access(ops[1], &u)?;
+            let i = kl.index_value(raw, data_shape[*axis] as i64);
+            let mut target = u.clone();
+            target[*axis] = i;
+            let flat = kl.kb.flat_index(&target, &data_shape);
+            let upd = kl.access(ops[2], &u)?;
+            let value = kl.scatter_value(flat, upd, *reduction, ty.dtype);
+            let (k, args) = kl.finish(format!("{name}_scatter"), vars, Body::Scatter { index: flat, value });
+            push_kernel(prog, k, args);
+        }
+        Op::ScatterNd { reduction } => {
+            let ops = g.operands(n);
+            copy_into(g, buffer_of, fused, prog, ops[0], out, &name)?;
+            let data_shape = g.ty(ops[0]).shape.clone();
+            let idx_shape = g.ty(ops[1]).shape.clone();
+            let q = idx_shape.len();
+            let depth = idx_shape[q - 1];
+            let mut kl = KernelLowering::new(g, buffer_of, fused, None, &prog.buffers, out);
+            let upd_shape = g.ty(ops[2]).shape.clone();
+            let (vars, u) = kl.domain(&upd_shape);
+            let prefix = &u[..q - 1];
+            let mut target = vec![];
+            for j in 0..depth {
+                let mut ii = prefix.to_vec();
+                ii.push(kl.kb.i64c(j as i64));
+                let raw = kl.access(ops[1], &ii)?;
+                target.push(kl.index_value(raw, data_shape[j] as i64));
+            }
+            target.extend_from_slice(&u[q - 1..]);
+            let flat = kl.kb.flat_index(&target, &data_shape);
+            let upd = kl.access(ops[2], &u)?;
+            let value = kl.scatter_value(flat, upd, *reduction, ty.dtype);
+            let (k, args) = kl.finish(format!("{name}_scatter"), vars, Body::Scatter { index: flat, value });
+            push_kernel(prog, k, args);
+        }
+        _ => {
+            let mut kl = KernelLowering::new(g, buffer_of, fused, Some(n), &prog.buffers, out);
+            let (vars, idx) = kl.domain(&ty.shape);
+            let v = kl.emit_node(n, &idx)?;
+            let v = math::encode(&mut kl.kb, v, ty.dtype);
+            let (k, args) = kl.finish(name, vars, Body::Map { value: v });
+            push_kernel(prog, k, args);
+        }
+    }
+    Ok(())
+}
+
+/// A kernel that copies node `src` into buffer `out`.
+fn copy_into(
+    g: &Graph,
+    buffer_of: &HashMap<NodeId, usize>,
+    fused: &HashSet<NodeId>,
+    prog: &mut Program,
+    src: NodeId,
+    out: usize,
+    name: &str,
+) -> Result<(), IrError> {
+    let ty = g.ty(src).clone();
+    let mut kl = KernelLowering::new(g, buffer_of, fused, None, &prog.buffers, out);
+    let (vars, idx) = kl.domain(&ty.shape);
+    let v = kl.access(src, &idx)?;
+    let v = math::encode(&mut kl.kb, v, ty.dtype);
+    let (k, args) = kl.finish(format!("{name}_copy"), vars, Body::Map { value: v });
+    push_kernel(prog, k, args);
+    Ok(())
+}
+
+fn kernel_name(node_name: &str, op: &str) -> String {
+    let clean: String = node_name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    format!("{op}_{clean}")
+}
+
+/// Builds one kernel: owns the expression builder and the buffer-slot table.
+pub struct KernelLowering<'a> {
+    g: &'a Graph,
+    buffer_of: &'a HashMap<NodeId, usize>,
+    fused: &'a HashSet<NodeId>,
+    /// The node this kernel materialises (computed, not loaded).
+    root: Option<NodeId>,
+    buffers: &'a [Buffer],
+    pub kb: KernelBuilder,
+    slots: HashMap<usize, u32>,
+    args: Vec<usize>,
+}
+
+impl<'a> KernelLowering<'a> {
+    fn new(
+        g: &'a Graph,
+        buffer_of: &'a HashMap<NodeId, usize>,
+        fused: &'a HashSet<NodeId>,
+        root: Option<NodeId>,
+        buffers: &'a [Buffer],
+        out: usize,
+    ) -> Self {
+        let mut kl = KernelLowering {
+            g,
+            buffer_of,
+            fused,
+            root,
+            buffers,
+            kb: KernelBuilder::new(),
+            slots: HashMap::new(),
+            args: vec![],
+        };
+        kl.slot(out);
+        kl
+    }
+
+    fn slot(&mut self, buffer: usize) -> u32 {
+        if let Some(&s) = self.slots.get(&buffer) {
+            return s;
+        }
+        let b = &self.buffers[buffer];
+        let s = self.kb.buf(b.dtype, b.len);
+        self.slots.insert(buffer, s);
+        self.args.push(buffer);
+        s
+    }
+
+    /// Loop variables over `shape` (a rank-0 shape gets one unit loop).
+    fn domain(&mut self, shape: &[usize]) -> (Vec<crate::kernel::Var>, Vec<E>) {
+        let mut vars = vec![];
+        let mut idx = vec![];
+        for &d in shape {
+            let v = self.kb.var(d as i64);
+            vars.push(v);
+            idx.push(self.kb.var_expr(v));
+        }
+        if vars.is_empty() {
+            vars.push(self.kb.var(1));
+        }
+        (vars, idx)
+    }
+
+    fn finish(self, name: String, domain: Vec<crate::kernel::Var>, body: Body) -> (Kernel, Vec<usize>) {
+        (self.kb.finish(name, domain, body), self.args)
+    }
+
+    /// The value of node `n` at multi-index `idx`, in its compute type.
+    pub fn access(&mut self, n: NodeId, idx: &[E]) -> Result<E, IrError> {
+        if Some(n) != self.root {
+            if let Some(&buf) = self.buffer_of.get(&n) {
+                let shape = &self.g.ty(n).shape;
+                let flat = self.kb.flat_index(idx, shape);
+                let slot = self.slot(buf);
+                let raw = self.kb.load(slot, flat);
+                return Ok(math::decode(&mut self.kb, raw, self.g.ty(n).dtype));
+            }
+            if !always_inlined(self.g, n) && !self.fused.contains(&n) {
+                return Err(IrError::new(format!("{}: node is neither materialised nor inlinable", self.g.node(n).name)));
+            }
+        }
+        self.emit_node(n, idx)
+    }
+
+    /// Operand `o` read at output index `idx` under numpy broadcasting.
+    fn access_bcast(&mut self, o: NodeId, idx: &[E]) -> Result<E, IrError> {
+        let shape = self.g.ty(o).shape.clone();
+        let off = idx.len() - shape.len();
+        let mut ii = Vec::with_capacity(shape.len());
+        for (i, &d) in shape.iter().enumerate() {
+            ii.push(if d == 1 { self.kb.i64c(0) } else { idx[off + i] });
+        }
+        self.access(o, &ii)
+    }
+
+    /// An index value (any integer compute type) → wrapped (negative counts from the end) and checked i64.
+    fn index_value(&mut self, raw: E, dim: i64) -> E {
+        let v = self.kb.convert(DType::I64, raw);
+        let zero = self.kb.i64c(0);
+        let neg = self.kb.lt(v, zero);
+        let wrapped = self.kb.add_c(v, dim);
+        let v = self.kb.select(neg, wrapped, v);
+        self.kb.check_index(v, dim)
+    }
+
+    fn scatter_value(&mut self, flat: E, upd: E, reduction: ScatterReduction, dtype: DType) -> E {
+        let value = if reduction == ScatterReduction::None {
+            upd
+        } else {
+            let raw = self.kb.load(0, flat);
+            let old = math::decode(&mut self.kb, raw, dtype);
+            let op = match reduction {
+                ScatterReduction::Add => odc_ir::BinaryOp::Add,
+                ScatterReduction::Mul => odc_ir::BinaryOp::Mul,
+                ScatterReduction::Max => odc_ir::BinaryOp::Max,
+                ScatterReduction::Min => odc_ir::BinaryOp::Min,
+                ScatterReduction::None => unreachable!(),
+            };
+            math::binary(&mut self.kb, op, old, upd, dtype)
+        };
+        math::encode(&mut self.kb, value, dtype)
+    }
+
+    /// The compute definition of node `n` at `idx`.
+    pub fn emit_node(&mut self, n: NodeId, idx: &[E]) -> Result<E, IrError> {
+        let g = self.g;
+        let node = g.node(n);
+        let ops = g.operands(n);
+        let ty = &node.ty;
+        let kb_err = |m: &str| IrError::new(format!("{}: {m}", node.name));
+        Ok(match &node.op {
+            Op::Input { .. } => return Err(kb_err("inputs are read from buffers")),
+            Op::Constant(t) => {
+                let v = t.get_f64(0).map_err(|e| e.context(&node.name))?;
+                let ct = t.dtype.compute_type();
+                if t.dtype == DType::U64 || t.dtype == DType::I64 {
+                    let i = t.get_i64(0).map_err(|e| e.context(&node.name))?;
+                    self.kb.iconst(ct, i)
+                } else {
+                    self.kb.constant(ct, v)
+                }
+            }
+            Op::Iota { axis, dtype, .. } => {
+                let v = self.kb.convert(dtype.compute_type(), idx[*axis]);
+                math::round_to_storage(&mut self.kb, v, *dtype)
+            }
+            Op::Unary(op) => {
+                let a = self.access_bcast(ops[0], idx)?;
+                math::unary(&mut self.kb, *op, a, g.ty(ops[0]).dtype)
+            }
+            Op::Binary(op) => {
+                let a = self.access_bcast(ops[0], idx)?;
+                let b = self.access_bcast(ops[1], idx)?;
+                math::binary(&mut self.kb, *op, a, b, g.ty(ops[0]).dtype)
+            }
+            Op::Select => {
+                let c = self.access_bcast(ops[0], idx)?;
+                let a = self.access_bcast(ops[1], idx)?;
+                let b = self.access_bcast(ops[2], idx)?;
+                self.kb.select(c, a, b)
+            }
+            Op::Cast { to, saturate } => {
+                let a = self.access(ops[0], idx)?;
+                math::cast(&mut self.kb, a, g.ty(ops[0]).dtype, *to, *saturate)
+            }
+            Op::Bitcast { to } => {
+                let a = self.access(ops[0], idx)?;
+                math::bitcast(&mut self.kb, a, g.ty(ops[0]).dtype, *to)
+            }
+            Op::Reduce { op, axes } => {
+                let in_shape = g.ty(ops[0]).shape.clone();
+                let mut ii = idx.to_vec();
+                let mut vars = vec![];
+                for &a in axes {
+                    let v = self.kb.var(in_shape[a] as i64);
+                    vars.push(v);
+                    ii[a] = self.kb.var_expr(v);
+                }
+                let mut body = self.access(ops[0], &ii)?;
+                let ct = ty.dtype.compute_type();
+                if in_shape.iter().product::<usize>() == 0 || axes.iter().any(|&a| in_shape[a] == 0) {
+                    // Reducing nothing gives the identity.
+                    return Ok(reduce_identity(&mut self.kb, *op, ct));
+                }
+                for &v in vars.iter().rev() {
+                    body = self.kb.reduce(*op, v, body);
+                }
+                body
+            }
+            Op::MatMul => {
+                let (a_ty, b_ty) = (g.ty(ops[0]).shape.clone(), g.ty(ops[1]).shape.clone());
+                let r = idx.len();
+                let kdim = a_ty[a_ty.len() - 1];
+                let k = self.kb.var(kdim as i64);
+                let ke = self.kb.var_expr(k);
+                let ai = batch_index(&mut self.kb, idx, &a_ty, idx[r - 2], ke);
+                let bi = batch_index(&mut self.kb, idx, &b_ty, ke, idx[r - 1]);
+                let a = self.access(ops[0], &ai)?;
+                let b = self.access(ops[1], &bi)?;
+                if kdim == 0 {
+                    return Ok(self.kb.constant(ty.dtype.compute_type(), 0.0));
+                }
+                let p = math::binary(&mut self.kb, odc_ir::BinaryOp::Mul, a, b, ty.dtype);
+                self.kb.reduce(ReduceOp::Sum, k, p)
+            }
+            Op::Conv(c) => {
+                let (xs, ws) = (g.ty(ops[0]).shape.clone(), g.ty(ops[1]).shape.clone());
+                let sp = xs.len() - 2;
+                let cg = ws[1];
+                let m_per_group = ws[0] / c.groups;
+                let ci = self.kb.var(cg as i64);
+                let cie = self.kb.var_expr(ci);
+                let mut kvars = vec![];
+                let mut kexprs = vec![];
+                for i in 0..sp {
+                    let v = self.kb.var(ws[2 + i] as i64);
+                    kvars.push(v);
+                    kexprs.push(self.kb.var_expr(v));
+                }
+                // input channel = group * Cg + ci, group = m / (M / groups)
+                let mpg = self.kb.i64c(m_per_group as i64);
+                let group = self.kb.div(idx[1], mpg);
+                let gbase = self.kb.mul_c(group, cg as i64);
+                let chan = self.kb.add(gbase, cie);
+                let mut xi = vec![idx[0], chan];
+                for i in 0..sp {
+                    let o = self.kb.mul_c(idx[2 + i], c.strides[i] as i64);
+                    let kk = self.kb.mul_c(kexprs[i], c.dilations[i] as i64);
+                    xi.push(self.kb.add(o, kk));
+                }
+                let mut wi = vec![idx[1], cie];
+                wi.extend(kexprs.iter().copied());
+                let x = self.access(ops[0], &xi)?;
+                let w = self.access(ops[1], &wi)?;
+                let mut body = math::binary(&mut self.kb, odc_ir::BinaryOp::Mul, x, w, ty.dtype);
+                for &v in kvars.iter().rev() {
+                    body = self.kb.reduce(ReduceOp::Sum, v, body);
+                }
+                self.kb.reduce(ReduceOp::Sum, ci, body)
+            }
+            Op::Reshape { .. } => {
+                let flat = self.kb.flat_index(idx, &ty.shape);
+                let in_shape = g.ty(ops[0]).shape.clone();
+                let ii = self.kb.unflatten(flat, &in_shape);
+                self.access(ops[0], &ii)?
+            }
+            Op::Transpose { perm } => {
+                let mut ii = vec![idx[0]; idx.len()];
+                for (k, &p) in perm.iter().enumerate() {
+                    ii[p] = idx[k];
+                }
+                self.access(ops[0], &ii)?
+            }
+            Op::Slice { starts, steps, .. } => {
+                let mut ii = vec![];
+                for (i, &x) in idx.iter().enumerate() {
+                    let s = self.kb.mul_c(x, steps[i]);
+                    ii.push(self.kb.add_c(s, starts[i]));
+                }
+                self.access(ops[0], &ii)?
+            }
+            Op::Expand { .. } => self.access_bcast(ops[0], idx)?,
+            Op::Pad { low, high: _, interior, mode } => {
+                let in_shape = g.ty(ops[0]).shape.clone();
+                self.emit_pad(ops[0], idx, &in_shape, low, interior, *mode, ty.dtype)?
+            }
+            Op::Window { kernel, strides, dilations } => {
+                let k = kernel.len();
+                let r = g.ty(ops[0]).shape.len();
+                let lead = r - k;
+                let mut ii = idx[..lead].to_vec();
+                for i in 0..k {
+                    let o = self.kb.mul_c(idx[lead + i], strides[i] as i64);
+                    let kk = self.kb.mul_c(idx[lead + k + i], dilations[i] as i64);
+                    ii.push(self.kb.add(o, kk));
+                }
+                self.access(ops[0], &ii)?
+            }
+            Op::Concat { axis } => {
+                // Later inputs first so the select chain reads the earliest matching input.
+                let mut offsets = vec![];
+                let mut off = 0i64;
+                for &o in &ops {
+                    offsets.push(off);
+                    off += g.ty(o).shape[*axis] as i64;
+                }
+                let mut acc: Option<E> = None;
+                for (j, &o) in ops.iter().enumerate().rev() {
+                    let d = g.ty(o).shape[*axis] as i64;
+                    if d == 0 {
+                        continue;
+                    }
+                    let mut ii = idx.to_vec();
+                    let local = self.kb.add_c(idx[*axis], -offsets[j]);
+                    // Clamp so the (speculatively evaluated) load stays in bounds.
+                    let zero = self.kb.i64c(0);
+                    let hi = self.kb.i64c(d - 1);
+                    let c = self.kb.binary(crate::kernel::KBinary::Max, local, zero);
+                    ii[*axis] = self.kb.binary(crate::kernel::KBinary::Min, c, hi);
+                    let v = self.access(o, &ii)?;
+                    acc = Some(match acc {
+                        None => v,
+                        Some(later) => {
+                            let end = self.kb.i64c(offsets[j] + d);
+                            let inside = self.kb.lt(idx[*axis], end);
+                            self.kb.select(inside, v, later)
+                        }
+                    });
+                }
+                acc.ok_or_else(|| kb_err("concat of empty inputs"))?
+            }
+            Op::Gather { axis } => {
+                let ds = g.ty(ops[0]).shape.clone();
+                let iq = g.ty(ops[1]).shape.len();
+                let j = &idx[*axis..*axis + iq];
+                let raw = self.access(ops[1], j)?;
+                let i = self.index_value(raw, ds[*axis] as i64);
+                let mut ii = idx[..*axis].to_vec();
+                ii.push(i);
+                ii.extend_from_slice(&idx[*axis + iq..]);
+                self.access(ops[0], &ii)?
+            }
+            Op::GatherElements { axis } => {
+                let ds = g.ty(ops[0]).shape.clone();
+                let raw = self.access(ops[1], idx)?;
+                let i = self.index_value(raw, ds[*axis] as i64);
+                let mut ii = idx.to_vec();
+                ii[*axis] = i;
+                self.access(ops[0], &ii)?
+            }
+            Op::GatherNd { batch_dims } => {
+                let ds = g.ty(ops[0]).shape.clone();
+                let is = g.ty(ops[1]).shape.clone();
+                let q = is.len();
+                let depth = is[q - 1];
+                let b = *batch_dims;
+                let prefix = &idx[..q - 1];
+                let mut ii = idx[..b].to_vec();
+                for j in 0..depth {
+                    let mut pi = prefix.to_vec();
+                    pi.push(self.kb.i64c(j as i64));
+                    let raw = self.access(ops[1], &pi)?;
+                    ii.push(self.index_value(raw, ds[b + j] as i64));
+                }
+                ii.extend_from_slice(&idx[q - 1..]);
+                self.access(ops[0], &ii)?
+            }
+            Op::ScatterElements { .. } | Op::ScatterNd { .. } => {
+                return Err(kb_err("scatters are materialised by their own kernels"))
+            }
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit_pad(
+        &mut self,
+        src: NodeId,
+        idx: &[E],
+        in_shape: &[usize],
+        low: &[i64],
+        interior: &[usize],
+        mode: PadMode,
+        dtype: DType,
+    ) -> Result<E, IrError> {
+        use crate::kernel::KBinary;
+        let mut ii = vec![];
+        let mut valid: Option<E> = None;
+        for (a, &d) in in_shape.iter().enumerate() {
+            let d = d as i64;
+            let t = self.kb.add_c(idx[a], -low[a]);
+            let src_i = match mode {
+                PadMode::Constant(_) => {
+                    let step = interior[a] as i64 + 1;
+                    let (s, on_grid) = if step == 1 {
+                        (t, None)
+                    } else {
+                        // t must be a multiple of step; shift by a multiple of step so Rem sees t >= 0.
+                        let bias = step * (low[a].max(0) / step + 1);
+                        let tb = self.kb.add_c(t, bias);
+                        let stepc = self.kb.i64c(step);
+                        let r = self.kb.binary(KBinary::Rem, tb, stepc);
+                        let zero = self.kb.i64c(0);
+                        let on = self.kb.binary(KBinary::Eq, r, zero);
+                        let q = self.kb.binary(KBinary::Div, tb, stepc);
+                        (self.kb.add_c(q, -(bias / step)), Some(on))
+                    };
+                    let zero = self.kb.i64c(0);
+                    let dd = self.kb.i64c(d);
+                    let ge = self.kb.binary(KBinary::Ge, s, zero);
+                    let lt = self.kb.binary(KBinary::Lt, s, dd);
+                    let mut ok = self.kb.and(ge, lt);
+                    if let Some(on) = on_grid {
+                        ok = self.kb.and(ok, on);
+                    }
+                    valid = Some(match valid {
+                        None => ok,
+                        Some(v) => self.kb.and(v, ok),
+                    });
+                    let hi = self.kb.i64c((d - 1).max(0));
+                    let c = self.kb.binary(KBinary::Max, s, zero);
+                    self.kb.binary(KBinary::Min, c, hi)
+                }
+                PadMode::Edge => {
+                    let zero = self.kb.i64c(0);
+                    let hi = self.kb.i64c(d - 1);
+                    let c = self.kb.binary(KBinary::Max, t, zero);
+                    self.kb.binary(KBinary::Min, c, hi)
+                }
+                PadMode::Reflect => {
+                    if d == 1 {
+                        self.kb.i64c(0)
+                    } else {
+                        let period = 2 * (d - 1);
+                        // Shift into non-negative range by a multiple of the period.
+                        let bias = period * ((low[a].max(0) + period - 1) / period + 1);
+                        let tb = self.kb.add_c(t, bias);
+                        let pc = self.kb.i64c(period);
+                        let m = self.kb.binary(KBinary::Rem, tb, pc);
+                        let dd = self.kb.i64c(d);
+                        let inside = self.kb.lt(m, dd);
+                        let mirrored = self.kb.mul_c(m, -1);
+                        let mirrored = self.kb.add_c(mirrored, period);
+                        self.kb.select(inside, m, mirrored)
+                    }
+                }
+                PadMode::Wrap => {
+                    let bias = d * (low[a].max(0) / d.max(1) + 1);
+                    let tb = self.kb.add_c(t, bias);
+                    let dc = self.kb.i64c(d);
+                    self.kb.binary(KBinary::Rem, tb, dc)
+                }
+            };
+            ii.push(src_i);
+        }
+        let v = self.access(src, &ii)?;
+        Ok(match (mode, valid) {
+            (PadMode::Constant(c), Some(ok)) => {
+                let ct = dtype.compute_type();
+                let fill = scalar_const(&mut self.kb, c, ct);
+                let fill = math::round_to_storage(&mut self.kb, fill, dtype);
+                self.kb.select(ok, v, fill)
+            }
+            _ => v,
+        })
+    }
+}
+
+fn scalar_const(kb: &mut KernelBuilder, c: odc_ir::Scalar, ct: DType) -> E {
+    match c {
+        odc_ir::Scalar::I64(i) if !ct.is_float() => kb.iconst(ct, i),
+        odc_ir::Scalar::U64(u) if !ct.is_float() => kb.iconst(ct, u as i64),
+        other => kb.constant(ct, other.as_f64()),
+    }
+}
+
+fn reduce_identity(kb: &mut KernelBuilder, op: ReduceOp, ct: DType) -> E {
+    match op {
+        ReduceOp::Sum => kb.constant(ct, 0.0),
+        ReduceOp::Prod => kb.constant(ct, 1.0),
+        ReduceOp::Max if ct.is_float() => kb.constant(ct, f64::NEG_INFINITY),
+        ReduceOp::Min if ct.is_float() => kb.constant(ct, f64::INFINITY),
+        ReduceOp::Max => {
+            let (lo, _) = crate::kernel::int_limits(ct);
+            kb.iconst(ct, if ct == DType::U64 { 0 } else { lo })
+        }
+        ReduceOp::Min => {
+            let (_, hi) = crate::kernel::int_limits(ct);
+            kb.iconst(ct, if ct == DType::U64 { -1 } else { hi })
+        }
+    }
+}
+
+/// Operand index for a batched matmul operand of shape `shape` at output index `idx`.
+fn batch_index(kb: &mut KernelBuilder, idx: &[E], shape: &[usize], row: E, col: E) -> Vec<E> {
+    let r = shape.len();
+    let out_batch = &idx[..idx.len() - 2];
+    let off = out_batch.len() - (r - 2);
+    let mut ii = vec![];
+    for (i, &d) in shape[..r - 2].iter().enumerate() {
+        ii.push(if d == 1 { kb.i64c(0) } else { out_batch[off + i] });
+    }
+    ii.push(row);
+    ii.push(col);
+    ii
+}
+
+/// Assign arena offsets to temporaries by liveness (first-fit over step intervals).
+fn plan_arena(prog: &mut Program) {
+    let n = prog.buffers.len();
+    let mut first = vec![usize::MAX; n];
+    let mut last = vec![0usize; n];
+    for (s, step) in prog.steps.iter().enumerate() {
+        for &b in &step.args {
+            first[b] = first[b].min(s);
+            last[b] = last[b].max(s);
+        }
+    }
+    let mut items = vec![];
+    let mut ids = vec![];
+    for (b, buf) in prog.buffers.iter().enumerate() {
+        if matches!(buf.kind, BufferKind::Temp { .. }) && first[b] != usize::MAX {
+            items.push(odc_passes::memory::Interval { size: buf.byte_len(), start: first[b], end: last[b] });
+            ids.push(b);
+        }
+    }
+    let plan = odc_passes::memory::plan(&items, ARENA_ALIGN);
+    for (i, &b) in ids.iter().enumerate() {
+        prog.buffers[b].kind = BufferKind::Temp { offset: plan.offsets[i] };
+    }
+    prog.arena_size = plan.total;
+    let _ = raw_type;
+}

@@ -1,0 +1,133 @@
+//! `odc` driver: the compile pipeline as a flat list of named passes, shared by the CLI, the
+//! conformance runner and the build-script integration.
+//!
+//! ```text
+//! load ─► import (ONNX → primitives) ─► fold_constants ─► verify ─► lower ─► codegen (JIT | object)
+//! ```
+//!
+//! Set `ODC_DUMP_IR=1` to print the graph after each graph pass.
+//!
+//! Must not: contain operator semantics or code generation; those live in the library crates.
+
+pub mod npy;
+
+use odc_backends::{lower, JitEvaluator, JitProgram, OptLevel, Program};
+use odc_frontend::onnx::{self, ImportOptions};
+use odc_frontend::FrontendError;
+use odc_ir::{Graph, IrError};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub use odc_backends::RunError;
+pub use odc_frontend::Unsupported;
+
+/// Any failure of the pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Frontend(#[from] FrontendError),
+    #[error("{0}")]
+    Ir(#[from] IrError),
+    #[error("{0}")]
+    Run(#[from] RunError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// The unsupported features, when that is why compilation failed.
+    pub fn unsupported(&self) -> Option<&[Unsupported]> {
+        match self {
+            Error::Frontend(FrontendError::UnsupportedList(l)) => Some(l),
+            _ => None,
+        }
+    }
+}
+
+/// Options that change what is compiled.
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// Full input shapes by input name (`--shape x=1x3x224x224`).
+    pub input_shapes: HashMap<String, Vec<usize>>,
+    /// Values of named symbolic dimensions.
+    pub dims: HashMap<String, usize>,
+    /// Known input values, used only where a compile-time value is required (see
+    /// [`ImportOptions::input_values`]).
+    pub input_values: HashMap<String, odc_ir::Tensor>,
+    pub opt_level: OptLevel,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions { input_shapes: HashMap::new(), dims: HashMap::new(), input_values: HashMap::new(), opt_level: OptLevel::Speed }
+    }
+}
+
+/// Wall time per pipeline stage.
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    pub stages: Vec<(&'static str, Duration)>,
+}
+
+impl Timings {
+    fn record<T>(&mut self, name: &'static str, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let r = f();
+        self.stages.push((name, t.elapsed()));
+        r
+    }
+}
+
+fn dump(stage: &str, g: &Graph) {
+    if std::env::var_os("ODC_DUMP_IR").is_some() {
+        eprintln!("=== after {stage} ({} nodes) ===\n{g}", g.node_count());
+    }
+}
+
+/// Parse `NAME=D1xD2x...` (an empty right side means a scalar).
+pub fn parse_shape_arg(s: &str) -> Result<(String, Vec<usize>), Error> {
+    let (name, dims) = s.split_once('=').ok_or_else(|| Error::Usage(format!("expected NAME=D1xD2..., got '{s}'")))?;
+    let dims = if dims.is_empty() {
+        vec![]
+    } else {
+        dims.split(['x', 'X', ','])
+            .map(|d| d.trim().parse::<usize>().map_err(|_| Error::Usage(format!("bad dimension '{d}' in '{s}'"))))
+            .collect::<Result<_, _>>()?
+    };
+    Ok((name.to_string(), dims))
+}
+
+/// Load an ONNX file and import it into graph IR (constants folded, verified).
+pub fn import_onnx(path: &Path, opts: &CompileOptions, timings: &mut Timings) -> Result<Graph, Error> {
+    let model = timings.record("load", || onnx::load_model(path))?;
+    import_model(&model, opts, timings)
+}
+
+/// Import an already-loaded model.
+pub fn import_model(model: &onnx::OnnxModel, opts: &CompileOptions, timings: &mut Timings) -> Result<Graph, Error> {
+    let eval = JitEvaluator;
+    let iopts = ImportOptions {
+        input_shapes: opts.input_shapes.clone(),
+        dims: opts.dims.clone(),
+        input_values: opts.input_values.clone(),
+    };
+    let mut g = timings.record("import", || onnx::import(model, &iopts, &eval))?;
+    dump("import", &g);
+    timings.record("fold_constants", || odc_passes::fold::fold_constants(&mut g, &eval))?;
+    dump("fold_constants", &g);
+    timings.record("verify", || g.verify())?;
+    Ok(g)
+}
+
+/// Graph → kernels, buffers and the static memory plan.
+pub fn plan(g: &Graph, timings: &mut Timings) -> Result<Program, Error> {
+    let fused = HashSet::new();
+    Ok(timings.record("lower", || lower(g, &fused))?)
+}
+
+/// Compile for in-process execution.
+pub fn compile_jit(g: &Graph, opts: &CompileOptions, timings: &mut Timings) -> Result<JitProgram, Error> {
+    let prog = plan(g, timings)?;
+    Ok(timings.record("codegen", || JitProgram::compile(prog, opts.opt_level))?)
+}

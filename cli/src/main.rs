@@ -1,0 +1,232 @@
+//! The `odc` command line.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use odc::{npy, CompileOptions, Timings};
+use odc_backends::OptLevel;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "odc", version, about = "An ahead-of-time compiler for neural networks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct ModelArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Fix an input's shape: NAME=D1xD2x... (repeatable).
+    #[arg(long = "shape", value_name = "NAME=SHAPE")]
+    shapes: Vec<String>,
+    /// Give a symbolic dimension a value: NAME=N (repeatable).
+    #[arg(long = "dim", value_name = "NAME=N")]
+    dims: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compile with the JIT and run on .npy inputs.
+    Run {
+        #[command(flatten)]
+        m: ModelArgs,
+        /// An input: NAME=FILE.npy (or just FILE.npy for a single-input model). Repeatable.
+        #[arg(long = "input", short = 'i', value_name = "NAME=FILE")]
+        inputs: Vec<String>,
+        /// Write each output to DIR/<name>.npy.
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+        /// Print at most this many values per output.
+        #[arg(long, default_value_t = 16)]
+        print: usize,
+    },
+    /// Report every unsupported operator, attribute and dtype (exit status 1 if any).
+    Check {
+        #[command(flatten)]
+        m: ModelArgs,
+    },
+    /// Show the imported graph and the kernel plan.
+    Inspect {
+        #[command(flatten)]
+        m: ModelArgs,
+        /// Print the primitive graph.
+        #[arg(long)]
+        graph: bool,
+        /// Print every kernel's IR.
+        #[arg(long)]
+        kernels: bool,
+    },
+}
+
+fn compile_options(m: &ModelArgs) -> Result<CompileOptions> {
+    let mut o = CompileOptions::default();
+    for s in &m.shapes {
+        let (name, dims) = odc::parse_shape_arg(s)?;
+        o.input_shapes.insert(name, dims);
+    }
+    for d in &m.dims {
+        let (name, v) = d.split_once('=').with_context(|| format!("expected NAME=N, got '{d}'"))?;
+        o.dims.insert(name.to_string(), v.parse().with_context(|| format!("bad value in '{d}'"))?);
+    }
+    if std::env::var("ODC_OPT").as_deref() == Ok("none") {
+        o.opt_level = OptLevel::None;
+    }
+    Ok(o)
+}
+
+fn format_values(dtype: odc_ir::DType, data: &[u8], limit: usize) -> String {
+    use odc_ir::DType::*;
+    let n = dtype.byte_len(1).max(1);
+    let count = if dtype.is_packed() { 0 } else { data.len() / n };
+    let shown: Vec<String> = (0..count.min(limit))
+        .map(|i| {
+            let b = &data[i * n..i * n + n];
+            match dtype {
+                F32 => format!("{:.6}", f32::from_le_bytes(b.try_into().unwrap())),
+                F64 => format!("{:.6}", f64::from_le_bytes(b.try_into().unwrap())),
+                F16 => format!("{:.4}", half::f16::from_le_bytes([b[0], b[1]])),
+                BF16 => format!("{:.4}", half::bf16::from_le_bytes([b[0], b[1]])),
+                I8 => format!("{}", b[0] as i8),
+                U8 => format!("{}", b[0]),
+                Bool => format!("{}", b[0] != 0),
+                I16 => format!("{}", i16::from_le_bytes([b[0], b[1]])),
+                U16 => format!("{}", u16::from_le_bytes([b[0], b[1]])),
+                I32 => format!("{}", i32::from_le_bytes(b.try_into().unwrap())),
+                U32 => format!("{}", u32::from_le_bytes(b.try_into().unwrap())),
+                I64 => format!("{}", i64::from_le_bytes(b.try_into().unwrap())),
+                U64 => format!("{}", u64::from_le_bytes(b.try_into().unwrap())),
+                _ => format!("0x{:02x}", b[0]),
+            }
+        })
+        .collect();
+    let more = if count > limit { format!(", ... ({} total)", count) } else { String::new() };
+    format!("[{}{}]", shown.join(", "), more)
+}
+
+fn run(m: &ModelArgs, inputs: &[String], output_dir: Option<&Path>, print: usize) -> Result<()> {
+    let mut opts = compile_options(m)?;
+    let model = odc_frontend::onnx::load_model(&m.model)?;
+    let declared = odc_frontend::onnx::declared_inputs(&model.proto);
+    let mut given: HashMap<String, npy::NpyTensor> = HashMap::new();
+    for spec in inputs {
+        let (name, file) = match spec.split_once('=') {
+            Some((n, f)) => (n.to_string(), f.to_string()),
+            None if declared.len() == 1 => (declared[0].name.clone(), spec.clone()),
+            None => bail!("the model has {} inputs; name each one: --input NAME=FILE.npy", declared.len()),
+        };
+        if !declared.iter().any(|d| d.name == name) {
+            let names: Vec<&str> = declared.iter().map(|d| d.name.as_str()).collect();
+            bail!("the model has no input '{name}' (inputs: {})", names.join(", "));
+        }
+        let t = npy::read(Path::new(&file))?;
+        opts.input_shapes.entry(name.clone()).or_insert_with(|| t.shape.clone());
+        given.insert(name, t);
+    }
+    let missing: Vec<&str> = declared.iter().filter(|d| !given.contains_key(&d.name)).map(|d| d.name.as_str()).collect();
+    if !missing.is_empty() {
+        bail!("missing input(s): {} (pass --input NAME=FILE.npy)", missing.join(", "));
+    }
+    let mut timings = Timings::default();
+    let g = odc::import_model(&model, &opts, &mut timings)?;
+    let jit = odc::compile_jit(&g, &opts, &mut timings)?;
+    let mut bufs = vec![];
+    for spec in jit.inputs() {
+        let t = &given[&spec.name];
+        if t.dtype != spec.dtype {
+            bail!("input '{}' must be {}, the file holds {}", spec.name, spec.dtype, t.dtype);
+        }
+        if t.shape != spec.shape {
+            bail!("input '{}' must have shape {:?}, the file has {:?}", spec.name, spec.shape, t.shape);
+        }
+        bufs.push(t.data.as_slice());
+    }
+    let outs = jit.run(&bufs)?;
+    if let Some(dir) = output_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    for (spec, data) in jit.outputs().iter().zip(&outs) {
+        println!("{}: {} {:?} = {}", spec.name, spec.dtype, spec.shape, format_values(spec.dtype, data, print));
+        if let Some(dir) = output_dir {
+            let safe: String = spec.name.chars().map(|c| if c.is_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
+            npy::write(&dir.join(format!("{safe}.npy")), spec.dtype, &spec.shape, data)?;
+        }
+    }
+    Ok(())
+}
+
+fn check(m: &ModelArgs) -> Result<bool> {
+    let opts = compile_options(m)?;
+    let model = odc_frontend::onnx::load_model(&m.model)?;
+    let mut timings = Timings::default();
+    match odc::import_model(&model, &opts, &mut timings) {
+        Ok(g) => {
+            println!(
+                "ok: {} imports into {} primitive nodes ({} inputs, {} outputs)",
+                m.model.display(),
+                g.node_count(),
+                g.inputs().len(),
+                g.outputs().len()
+            );
+            Ok(true)
+        }
+        Err(e) => {
+            if let odc::Error::Frontend(odc_frontend::FrontendError::Shape(msg)) = &e {
+                // Without shapes, still list the operators odc does not know.
+                let unknown = odc_frontend::onnx::unknown_operators(&model.proto);
+                if !unknown.is_empty() {
+                    println!("the model uses {} unsupported feature(s):", unknown.len());
+                    for u in &unknown {
+                        println!("  {u}");
+                    }
+                }
+                println!("(a full check needs shapes: {msg})");
+                return Ok(false);
+            }
+            println!("{e}");
+            Ok(false)
+        }
+    }
+}
+
+fn inspect(m: &ModelArgs, show_graph: bool, show_kernels: bool) -> Result<()> {
+    let opts = compile_options(m)?;
+    let mut timings = Timings::default();
+    let g = odc::import_onnx(&m.model, &opts, &mut timings)?;
+    let prog = odc::plan(&g, &mut timings)?;
+    if show_graph {
+        print!("{g}");
+    }
+    println!("primitive nodes: {}", g.node_count());
+    println!("kernels: {}", prog.kernels.len());
+    println!("weights: {} tensors, {} bytes", prog.weights.len(), prog.weights.iter().map(|w| w.data.len()).sum::<usize>());
+    println!("arena: {} bytes", prog.arena_size);
+    for (name, d) in &timings.stages {
+        println!("time {name}: {:.1} ms", d.as_secs_f64() * 1e3);
+    }
+    if show_kernels {
+        for k in &prog.kernels {
+            print!("{k}");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match &cli.cmd {
+        Cmd::Run { m, inputs, output_dir, print } => run(m, inputs, output_dir.as_deref(), *print).map(|_| true),
+        Cmd::Check { m } => check(m),
+        Cmd::Inspect { m, graph, kernels } => inspect(m, *graph, *kernels).map(|_| true),
+    };
+    match r {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Constant tensors (weights and folded values).
+//!
+//! The bytes are either owned or a window into a memory-mapped file, so a large model's weights are
+//! never copied on load. Element layout is dense row-major, little-endian; sub-byte types are packed
+//! low bits first, as in ONNX.
+
+use crate::dtype::DType;
+use crate::IrError;
+use memmap2::Mmap;
+use std::fmt;
+use std::sync::Arc;
+
+/// Immutable, cheaply clonable bytes: owned or memory-mapped.
+#[derive(Clone)]
+pub struct Bytes(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Owned(Arc<[u8]>),
+    Mapped { map: Arc<Mmap>, offset: usize, len: usize },
+}
+
+impl Bytes {
+    pub fn from_vec(v: Vec<u8>) -> Self {
+        Bytes(Repr::Owned(v.into()))
+    }
+
+    /// A window of a mapped file. Fails when the window does not lie inside the mapping.
+    pub fn mapped(map: Arc<Mmap>, offset: usize, len: usize) -> Result<Self, IrError> {
+        let end = offset.checked_add(len).ok_or_else(|| IrError::new("mapped window overflows"))?;
+        if end > map.len() {
+            return Err(IrError::new(format!(
+                "mapped window {offset}..{end} lies outside the {}-byte file",
+                map.len()
+            )));
+        }
+        Ok(Bytes(Repr::Mapped { map, offset, len }))
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Owned(v) => v,
+            Repr::Mapped { map, offset, len } => &map[*offset..*offset + *len],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.0, Repr::Mapped { .. })
+    }
+}
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Bytes({} bytes{})", self.len(), if self.is_mapped() { ", mapped" } else { "" })
+    }
+}
+
+/// A constant tensor.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub data: Bytes,
+}
+
+impl Tensor {
+    /// Build a tensor from raw bytes, checking the byte count.
+    pub fn new(dtype: DType, shape: Vec<usize>, data: Bytes) -> Result<Self, IrError> {
+        let n: usize = shape.iter().product();
+        let want = dtype.byte_len(n);
+        if data.len() != want {
+            return Err(IrError::new(format!(
+                "tensor of {dtype} {shape:?} needs {want} bytes, got {}",
+                data.len()
+            )));
+        }
+        Ok(Tensor { dtype, shape, data })
+    }
+
+    pub fn from_f32(shape: Vec<usize>, v: &[f32]) -> Self {
+        let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        Tensor::new(DType::F32, shape, Bytes::from_vec(bytes)).expect("length matches shape")
+    }
+
+    pub fn from_i64(shape: Vec<usize>, v: &[i64]) -> Self {
+        let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        Tensor::new(DType::I64, shape, Bytes::from_vec(bytes)).expect("length matches shape")
+    }
+
+    /// A tensor of `dtype` holding `values` (given as f64, converted with `as`-cast semantics;
+    /// floats round to nearest). Only for compute-width types and f16/bf16/bool.
+    pub fn from_f64_as(dtype: DType, shape: Vec<usize>, values: &[f64]) -> Result<Self, IrError> {
+        let mut out = Vec::with_capacity(dtype.byte_len(values.len()));
+        for &v in values {
+            match dtype {
+                DType::Bool => out.push((v != 0.0) as u8),
+                DType::I8 => out.push(v as i8 as u8),
+                DType::U8 => out.push(v as u8),
+                DType::I16 => out.extend((v as i16).to_le_bytes()),
+                DType::U16 => out.extend((v as u16).to_le_bytes()),
+                DType::I32 => out.extend((v as i32).to_le_bytes()),
+                DType::U32 => out.extend((v as u32).to_le_bytes()),
+                DType::I64 => out.extend((v as i64).to_le_bytes()),
+                DType::U64 => out.extend((v as u64).to_le_bytes()),
+                DType::F16 => out.extend(half::f16::from_f64(v).to_le_bytes()),
+                DType::BF16 => out.extend(half::bf16::from_f64(v).to_le_bytes()),
+                DType::F32 => out.extend((v as f32).to_le_bytes()),
+                DType::F64 => out.extend(v.to_le_bytes()),
+                other => return Err(IrError::new(format!("cannot build a {other} constant from numbers"))),
+            }
+        }
+        Tensor::new(dtype, shape, Bytes::from_vec(out))
+    }
+
+    /// A scalar (rank-0) tensor.
+    pub fn scalar(dtype: DType, v: f64) -> Result<Self, IrError> {
+        Tensor::from_f64_as(dtype, vec![], &[v])
+    }
+
+    pub fn num_elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.data.as_slice()
+    }
+
+    /// Element `i` as f64. Works for every non-packed type except the float8 formats.
+    pub fn get_f64(&self, i: usize) -> Result<f64, IrError> {
+        let b = self.bytes();
+        let w = self.dtype.bits() / 8;
+        if self.dtype.is_packed() {
+            return Err(IrError::new(format!("cannot read {} elements at compile time", self.dtype)));
+        }
+        let s = b.get(i * w..i * w + w).ok_or_else(|| IrError::new("element index out of range"))?;
+        Ok(match self.dtype {
+            DType::Bool => (s[0] != 0) as u8 as f64,
+            DType::I8 => s[0] as i8 as f64,
+            DType::U8 => s[0] as f64,
+            DType::I16 => i16::from_le_bytes([s[0], s[1]]) as f64,
+            DType::U16 => u16::from_le_bytes([s[0], s[1]]) as f64,
+            DType::I32 => i32::from_le_bytes(s.try_into().unwrap()) as f64,
+            DType::U32 => u32::from_le_bytes(s.try_into().unwrap()) as f64,
+            DType::I64 => i64::from_le_bytes(s.try_into().unwrap()) as f64,
+            DType::U64 => u64::from_le_bytes(s.try_into().unwrap()) as f64,
+            DType::F16 => half::f16::from_le_bytes([s[0], s[1]]).to_f64(),
+            DType::BF16 => half::bf16::from_le_bytes([s[0], s[1]]).to_f64(),
+            DType::F32 => f32::from_le_bytes(s.try_into().unwrap()) as f64,
+            DType::F64 => f64::from_le_bytes(s.try_into().unwrap()),
+            other => return Err(IrError::new(format!("cannot read {other} elements at compile time"))),
+        })
+    }
+
+    /// Element `i` as i64 (exact for integer types; floats truncate).
+    pub fn get_i64(&self, i: usize) -> Result<i64, IrError> {
+        let b = self.bytes();
+        Ok(match self.dtype {
+            DType::I64 => i64::from_le_bytes(
+                b.get(i * 8..i * 8 + 8).ok_or_else(|| IrError::new("element index out of range"))?.try_into().unwrap(),
+            ),
+            DType::U64 => u64::from_le_bytes(
+                b.get(i * 8..i * 8 + 8).ok_or_else(|| IrError::new("element index out of range"))?.try_into().unwrap(),
+            ) as i64,
+            _ => self.get_f64(i)? as i64,
+        })
+    }
+
+    /// All elements as i64, for shape-like tensors.
+    pub fn to_i64_vec(&self) -> Result<Vec<i64>, IrError> {
+        (0..self.num_elements()).map(|i| self.get_i64(i)).collect()
+    }
+
+    /// All elements as f64.
+    pub fn to_f64_vec(&self) -> Result<Vec<f64>, IrError> {
+        (0..self.num_elements()).map(|i| self.get_f64(i)).collect()
+    }
+
+    /// Same data, new shape (element count must match).
+    pub fn reshaped(&self, shape: Vec<usize>) -> Result<Tensor, IrError> {
+        Tensor::new(self.dtype, shape, self.data.clone())
+    }
+
+    /// True when every element has the same bytes (used to spot splat constants).
+    pub fn is_splat(&self) -> bool {
+        if self.dtype.is_packed() {
+            return false;
+        }
+        let w = self.dtype.bits() / 8;
+        let b = self.bytes();
+        b.len() <= w || b.chunks_exact(w).all(|c| c == &b[..w])
+    }
+}

@@ -1,0 +1,297 @@
+//! Conformance against the ONNX backend node-test suite: load each case, compile it through the
+//! JIT, run every test-data set and compare outputs with per-dtype tolerances.
+
+use odc::{CompileOptions, Timings};
+use odc_frontend::onnx::{self, ExternalData};
+use odc_frontend::FrontendError;
+use odc_ir::{DType, Tensor};
+use std::path::{Path, PathBuf};
+use onnx::type_proto as onnx_protobuf_type;
+
+/// The outcome of one test case.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Pass,
+    Fail(String),
+    Unsupported(String),
+}
+
+/// Per-dtype comparison tolerance: |got - want| <= atol + rtol * |want|.
+pub fn tolerance(dtype: DType) -> (f64, f64) {
+    match dtype {
+        DType::F32 => (1e-3, 1e-6),
+        DType::F64 => (1e-6, 1e-9),
+        DType::F16 => (1e-2, 1e-3),
+        DType::BF16 => (2e-2, 1e-2),
+        // integers, bools, float8/float4 and packed types compare exactly
+        _ => (0.0, 0.0),
+    }
+}
+
+fn small_float(bits: u32, e_bits: u32, m_bits: u32, bias: i32) -> f64 {
+    let sign = if bits >> (e_bits + m_bits) & 1 == 1 { -1.0 } else { 1.0 };
+    let e = (bits >> m_bits) & ((1 << e_bits) - 1);
+    let m = bits & ((1 << m_bits) - 1);
+    let v = if e == 0 {
+        m as f64 * 2f64.powi(1 - bias - m_bits as i32)
+    } else {
+        (1.0 + m as f64 / (1u32 << m_bits) as f64) * 2f64.powi(e as i32 - bias)
+    };
+    sign * v
+}
+
+/// Every element of `t` as f64 (NaN for NaN encodings).
+pub fn values(t: &Tensor) -> Vec<f64> {
+    let n = t.num_elements();
+    let b = t.bytes();
+    let nib = |i: usize, bits: usize| -> u32 {
+        let per = 8 / bits;
+        ((b[i / per] >> ((i % per) * bits)) & ((1 << bits) - 1) as u8) as u32
+    };
+    (0..n)
+        .map(|i| match t.dtype {
+            DType::F8E4M3FN => {
+                let x = b[i] as u32;
+                if x & 0x7f == 0x7f {
+                    f64::NAN
+                } else {
+                    small_float(x, 4, 3, 7)
+                }
+            }
+            DType::F8E4M3FNUZ => {
+                let x = b[i] as u32;
+                if x == 0x80 {
+                    f64::NAN
+                } else {
+                    small_float(x, 4, 3, 8)
+                }
+            }
+            DType::F8E5M2 => {
+                let x = b[i] as u32;
+                if (x >> 2) & 0x1f == 0x1f {
+                    if x & 3 == 0 {
+                        if x & 0x80 != 0 {
+                            f64::NEG_INFINITY
+                        } else {
+                            f64::INFINITY
+                        }
+                    } else {
+                        f64::NAN
+                    }
+                } else {
+                    small_float(x, 5, 2, 15)
+                }
+            }
+            DType::F8E5M2FNUZ => {
+                let x = b[i] as u32;
+                if x == 0x80 {
+                    f64::NAN
+                } else {
+                    small_float(x, 5, 2, 16)
+                }
+            }
+            DType::F8E8M0 => {
+                if b[i] == 0xff {
+                    f64::NAN
+                } else {
+                    2f64.powi(b[i] as i32 - 127)
+                }
+            }
+            DType::F4E2M1 => small_float(nib(i, 4), 2, 1, 1),
+            DType::I4 => ((nib(i, 4) as i32) << 28 >> 28) as f64,
+            DType::U4 => nib(i, 4) as f64,
+            DType::I2 => ((nib(i, 2) as i32) << 30 >> 30) as f64,
+            DType::U2 => nib(i, 2) as f64,
+            _ => t.get_f64(i).unwrap_or(f64::NAN),
+        })
+        .collect()
+}
+
+/// Compare an output with its expected value.
+pub fn compare(name: &str, got: &Tensor, want: &Tensor) -> Result<(), String> {
+    if got.dtype != want.dtype {
+        return Err(format!("output '{name}': dtype {} but expected {}", got.dtype, want.dtype));
+    }
+    if got.shape != want.shape {
+        return Err(format!("output '{name}': shape {:?} but expected {:?}", got.shape, want.shape));
+    }
+    // 64-bit integers compare exactly, without a round trip through f64.
+    if matches!(want.dtype, DType::I64 | DType::U64) {
+        for i in 0..want.num_elements() {
+            let (g, w) = (got.get_i64(i).unwrap(), want.get_i64(i).unwrap());
+            if g != w {
+                return Err(format!("output '{name}'[{i}]: {g} but expected {w}"));
+            }
+        }
+        return Ok(());
+    }
+    let (rtol, atol) = tolerance(want.dtype);
+    let (g, w) = (values(got), values(want));
+    let mut worst: Option<(usize, f64)> = None;
+    let mut bad = 0;
+    for i in 0..w.len() {
+        let (a, e) = (g[i], w[i]);
+        let ok = if e.is_nan() {
+            a.is_nan()
+        } else if e.is_infinite() {
+            a == e
+        } else {
+            (a - e).abs() <= atol + rtol * e.abs()
+        };
+        if !ok {
+            bad += 1;
+            let err = if a.is_nan() { f64::INFINITY } else { (a - e).abs() };
+            if worst.is_none_or(|(_, w)| err > w) {
+                worst = Some((i, err));
+            }
+        }
+    }
+    match worst {
+        None => Ok(()),
+        Some((i, _)) => Err(format!(
+            "output '{name}': {bad} of {} elements differ; worst [{i}] = {} but expected {} (rtol {rtol}, atol {atol})",
+            w.len(),
+            g[i],
+            w[i]
+        )),
+    }
+}
+
+fn read_tensor(path: &Path) -> Result<Tensor, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    onnx::parse_tensor(&bytes, &ExternalData::new(path.parent())).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn data_sets(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    (0..).map(|i| dir.join(format!("{prefix}_{i}.pb"))).take_while(|p| p.exists()).collect()
+}
+
+/// Run one node-test case directory.
+pub fn run_case(dir: &Path) -> Outcome {
+    match std::panic::catch_unwind(|| run_case_inner(dir)) {
+        Ok(o) => o,
+        Err(p) => {
+            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            Outcome::Fail(format!("panic: {}", msg.unwrap_or_default()))
+        }
+    }
+}
+
+fn run_case_inner(dir: &Path) -> Outcome {
+    let model = match onnx::load_model(&dir.join("model.onnx")) {
+        Ok(m) => m,
+        Err(e) => return Outcome::Fail(e.to_string()),
+    };
+    let declared = onnx::declared_inputs(&model.proto);
+    for d in &declared {
+        if let Err(what) = &d.dtype {
+            return Outcome::Unsupported(format!("input '{}' is a {what}", d.name));
+        }
+    }
+    for o in &model.proto.graph.output {
+        let is_tensor = matches!(
+            o.type_.as_ref().and_then(|t| t.value.as_ref()),
+            Some(onnx_protobuf_type::Value::TensorType(_))
+        );
+        if !is_tensor {
+            return Outcome::Unsupported(format!("output '{}' is not a tensor", o.name));
+        }
+    }
+    let sets = data_sets(dir);
+    if sets.is_empty() {
+        return Outcome::Fail("no test data sets".into());
+    }
+    for set in sets {
+        let in_files = numbered(&set, "input");
+        let out_files = numbered(&set, "output");
+        // Inputs that are omitted in the data (optional inputs) are not fed.
+        let mut opts = CompileOptions::default();
+        let mut inputs = vec![];
+        for (k, f) in in_files.iter().enumerate() {
+            let Some(d) = declared.get(k) else { return Outcome::Fail("more input files than inputs".into()) };
+            let t = match read_tensor(f) {
+                Ok(t) => t,
+                Err(e) if e.contains("unsupported") => return Outcome::Unsupported(e),
+                Err(e) => return Outcome::Fail(e),
+            };
+            opts.input_shapes.insert(d.name.clone(), t.shape.clone());
+            opts.input_values.insert(d.name.clone(), t.clone());
+            inputs.push((d.name.clone(), t));
+        }
+        let mut expected = vec![];
+        for f in &out_files {
+            match read_tensor(f) {
+                Ok(t) => expected.push(t),
+                Err(e) => return Outcome::Unsupported(format!("expected output: {e}")),
+            }
+        }
+        let mut timings = Timings::default();
+        let g = match odc::import_model(&model, &opts, &mut timings) {
+            Ok(g) => g,
+            Err(e) => {
+                return match e {
+                    odc::Error::Frontend(FrontendError::UnsupportedList(_)) | odc::Error::Frontend(FrontendError::Unsupported(_)) => {
+                        Outcome::Unsupported(e.to_string().replace('\n', " "))
+                    }
+                    other => Outcome::Fail(other.to_string()),
+                }
+            }
+        };
+        let jit = match odc::compile_jit(&g, &opts, &mut timings) {
+            Ok(j) => j,
+            Err(e) => return Outcome::Fail(e.to_string()),
+        };
+        // Inputs specialised at compile time are no longer part of the signature.
+        let mut bufs: Vec<&[u8]> = vec![];
+        for spec in jit.inputs() {
+            match inputs.iter().find(|(n, _)| *n == spec.name) {
+                Some((_, t)) => bufs.push(t.bytes()),
+                None => return Outcome::Fail(format!("no test data for input '{}'", spec.name)),
+            }
+        }
+        let outs = match jit.run(&bufs) {
+            Ok(o) => o,
+            Err(e) => return Outcome::Fail(format!("run: {e}")),
+        };
+        if outs.len() != expected.len() {
+            return Outcome::Fail(format!("{} outputs, expected {}", outs.len(), expected.len()));
+        }
+        for ((spec, bytes), want) in jit.outputs().iter().zip(outs).zip(&expected) {
+            let got = match Tensor::new(spec.dtype, spec.shape.clone(), odc_ir::Bytes::from_vec(bytes)) {
+                Ok(t) => t,
+                Err(e) => return Outcome::Fail(e.to_string()),
+            };
+            if let Err(e) = compare(&spec.name, &got, want) {
+                return Outcome::Fail(e);
+            }
+        }
+    }
+    Outcome::Pass
+}
+
+/// Test-case directories under `root`, sorted.
+pub fn cases(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.join("model.onnx").exists()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Where the node-test data is: `$ODC_NODE_TESTS`, the shared copy beside the checkout, or the
+/// copy `scripts/prepare-node-tests.sh` generates under `build/`.
+pub fn default_data_dir() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ODC_NODE_TESTS") {
+        return Some(PathBuf::from(p));
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    [root.join("../shared/onnx-node-tests"), root.join("build/onnx-node-tests")].into_iter().find(|p| p.is_dir())
+}
