@@ -586,7 +586,12 @@ impl<'k, 'f> Cg<'k, 'f> {
                 let p = self.b.ins().fmul(q, y);
                 let r = self.b.ins().fsub(x, p);
                 // Keep the dividend's sign on a zero result (fmod(-4, 2) == -0).
-                self.b.ins().fcopysign(r, x)
+                let r = self.b.ins().fcopysign(r, x);
+                // fmod(x, ±inf) == x
+                let ay = self.b.ins().fabs(y);
+                let inf = if ty == DType::F32 { self.b.ins().f32const(f32::INFINITY) } else { self.b.ins().f64const(f64::INFINITY) };
+                let yinf = self.b.ins().fcmp(FloatCC::Equal, ay, inf);
+                self.b.ins().select(yinf, x, r)
             }
             KBinary::Min if f => self.b.ins().fmin(x, y),
             KBinary::Max if f => self.b.ins().fmax(x, y),
@@ -1001,7 +1006,22 @@ impl<'k, 'f> Cg<'k, 'f> {
                     let q = self.b.ins().trunc(q);
                     let p = self.b.ins().fmul(q, y);
                     let r = self.b.ins().fsub(x, p);
-                    self.b.ins().fcopysign(r, x)
+                    // copysign(r, x) with bit masks (no vector fcopysign on every target)
+                    let rb = self.b.ins().bitcast(types::I32X4, bflags(), r);
+                    let xb = self.b.ins().bitcast(types::I32X4, bflags(), x);
+                    let m = self.b.ins().iconst(types::I32, 0x7fff_ffff);
+                    let m = self.b.ins().splat(types::I32X4, m);
+                    let mag = self.b.ins().band(rb, m);
+                    let sign = self.b.ins().band_not(xb, m);
+                    let out = self.b.ins().bor(mag, sign);
+                    let r = self.b.ins().bitcast(types::F32X4, bflags(), out);
+                    // fmod(x, ±inf) == x
+                    let ay = self.b.ins().fabs(y);
+                    let inf = self.b.ins().f32const(f32::INFINITY);
+                    let inf = self.b.ins().splat(types::F32X4, inf);
+                    let yinf = self.b.ins().fcmp(FloatCC::Equal, ay, inf);
+                    let yinf = self.b.ins().bitcast(types::F32X4, bflags(), yinf);
+                    self.b.ins().bitselect(yinf, x, r)
                 }
                 cmp => {
                     let cc = match cmp {

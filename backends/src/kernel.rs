@@ -181,6 +181,9 @@ pub struct KernelBuilder {
     memo: HashMap<Expr, E>,
     var_extents: Vec<i64>,
     bufs: Vec<BufDecl>,
+    /// Values produced by decoding raw storage bits: `decoded -> (raw, storage)`, so that
+    /// re-encoding to the same storage returns the original bits.
+    decoded_from: HashMap<E, (E, DType)>,
 }
 
 fn sat_mul(a: i64, b: i64) -> i64 {
@@ -213,6 +216,16 @@ impl KernelBuilder {
 
     pub fn node(&self, e: E) -> &Expr {
         &self.nodes[e.0 as usize]
+    }
+
+    /// Remember that `value` is `raw` decoded from `storage`.
+    pub fn note_decoded(&mut self, value: E, raw: E, storage: DType) {
+        self.decoded_from.entry(value).or_insert((raw, storage));
+    }
+
+    /// The raw bits `value` was decoded from, if it was decoded from `storage`.
+    pub fn raw_of(&self, value: E, storage: DType) -> Option<E> {
+        self.decoded_from.get(&value).filter(|(_, s)| *s == storage).map(|(r, _)| *r)
     }
 
     /// The known value range of an integer expression.

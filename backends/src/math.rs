@@ -843,29 +843,10 @@ pub fn cast(kb: &mut KernelBuilder, x: E, from: DType, to: DType, saturate: bool
         };
         return round_to_storage(kb, v, to);
     }
-    if to.is_packed() && from.is_float() {
-        // float -> int4/int2: round half to even, then saturate (ONNX reference semantics).
-        let r = kb.unary(KUnary::Nearest, x);
-        let (lo, hi) = packed_int_range(to);
-        let mut f = F::new(kb, cf);
-        let l = f.c(lo as f64);
-        let h = f.c(hi as f64);
-        let c = f.max(r, l);
-        let c = f.min(c, h);
-        return kb.convert(ctt, c);
-    }
+    // Everything else (including float -> int4/int2) truncates and wraps, as numpy's astype does.
+    let _ = cf;
     let v = kb.convert(ctt, x);
     round_to_storage(kb, v, to)
-}
-
-fn packed_int_range(t: DType) -> (i64, i64) {
-    match t {
-        DType::I4 => (-8, 7),
-        DType::U4 => (0, 15),
-        DType::I2 => (-2, 1),
-        DType::U2 => (0, 3),
-        _ => unreachable!(),
-    }
 }
 
 /// Reinterpret bits of storage dtype `from` as `to` (same width).
@@ -908,6 +889,14 @@ pub fn round_to_storage(kb: &mut KernelBuilder, v: E, storage: DType) -> E {
 
 /// Raw loaded bits of `storage` → the compute-type value.
 pub fn decode(kb: &mut KernelBuilder, raw: E, storage: DType) -> E {
+    let v = decode_bits(kb, raw, storage);
+    if !storage.is_compute_type() {
+        kb.note_decoded(v, raw, storage);
+    }
+    v
+}
+
+fn decode_bits(kb: &mut KernelBuilder, raw: E, storage: DType) -> E {
     use DType::*;
     match storage {
         F16 => {
@@ -967,6 +956,9 @@ pub fn decode(kb: &mut KernelBuilder, raw: E, storage: DType) -> E {
 /// A compute-type value → the raw bits stored for `storage`.
 pub fn encode(kb: &mut KernelBuilder, v: E, storage: DType) -> E {
     use DType::*;
+    if let Some(raw) = kb.raw_of(v, storage) {
+        return raw;
+    }
     match storage {
         F16 => {
             // Round to nearest even (after F. Giesen's float_to_half).
@@ -1171,7 +1163,8 @@ fn encode_small_float(kb: &mut KernelBuilder, v: E, t: DType) -> E {
         SmallKind::Ieee => kb.iconst(DType::I32, 0x7f),
         SmallKind::FiniteNanAllOnes => kb.iconst(DType::I32, 0x7f),
         SmallKind::Fnuz => kb.iconst(DType::I32, 0x80),
-        SmallKind::FiniteNoNan => kb.iconst(DType::I32, 0x7),
+        // float4 has no NaN: NaN encodes as negative zero (ml_dtypes' convention).
+        SmallKind::FiniteNoNan => kb.iconst(DType::I32, 0x8),
     };
     let over_code = match kind {
         SmallKind::Ieee => kb.iconst(DType::I32, ((1 << eb) - 1) << mb),

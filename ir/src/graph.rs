@@ -97,7 +97,8 @@ impl Graph {
     /// Add `op` applied to `operands`, inferring (and so checking) its type.
     pub fn add(&mut self, op: Op, operands: &[NodeId], name: &str) -> Result<NodeId, IrError> {
         let tys: Vec<&TensorType> = operands.iter().map(|&o| &self.g[o].ty).collect();
-        let ty = infer(&op, &tys).map_err(|e| e.context(format!("{name}: {}", op.name())))?;
+        // Callers know where the node comes from and add that context themselves.
+        let ty = infer(&op, &tys)?;
         let id = self.g.add_node(Node { op, ty, name: name.to_string() });
         for (slot, &o) in operands.iter().enumerate() {
             self.g.add_edge(o, id, slot as u32);
@@ -301,6 +302,12 @@ impl Graph {
             }
         }
         Ok(())
+    }
+}
+
+impl fmt::Debug for Graph {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 

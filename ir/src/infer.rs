@@ -153,7 +153,7 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<TensorType, IrError> {
         }
         Conv(c) => {
             let (x, w) = (ins[0], ins[1]);
-            if x.dtype != w.dtype || !x.dtype.is_compute_type() || x.dtype == DType::Bool {
+            if x.dtype != w.dtype || x.dtype == DType::Bool || x.dtype.is_packed() {
                 return err(format!("conv operands must share a numeric type, got {} and {}", x.dtype, w.dtype));
             }
             let r = x.shape.len();

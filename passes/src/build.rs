@@ -113,6 +113,15 @@ impl<'e> Builder<'e> {
         Ok(Some(t))
     }
 
+    /// The value of `n` if it is computable from constants alone (never freezes an input).
+    pub fn const_value_no_freeze(&mut self, n: NodeId) -> Result<Option<Tensor>> {
+        if self.input_ancestors(n).is_some_and(|i| i.is_empty()) {
+            self.const_value(n)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// The graph inputs `n` depends on, if all of them may be frozen (`None` otherwise).
     fn input_ancestors(&self, n: NodeId) -> Option<Vec<NodeId>> {
         let mut stack = vec![n];

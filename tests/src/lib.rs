@@ -1,6 +1,8 @@
 //! Conformance against the ONNX backend node-test suite: load each case, compile it through the
 //! JIT, run every test-data set and compare outputs with per-dtype tolerances.
 
+pub mod model_builder;
+
 use odc::{CompileOptions, Timings};
 use odc_frontend::onnx::{self, ExternalData};
 use odc_frontend::FrontendError;
@@ -249,6 +251,9 @@ fn run_case_inner(dir: &Path) -> Outcome {
             Ok(j) => j,
             Err(e) => return Outcome::Fail(e.to_string()),
         };
+        if std::env::var_os("ODC_REPORT_FROZEN").is_some() && jit.inputs().len() < inputs.len() {
+            eprintln!("FROZEN {} {}/{}", dir.display(), inputs.len() - jit.inputs().len(), inputs.len());
+        }
         // Inputs specialised at compile time are no longer part of the signature.
         let mut bufs: Vec<&[u8]> = vec![];
         for spec in jit.inputs() {

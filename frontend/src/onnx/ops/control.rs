@@ -17,7 +17,7 @@ pub fn if_(imp: &mut Importer, n: &NodeCtx) -> R {
     let cond = n.input(0)?;
     let then_g = n.attr_graph("then_branch").ok_or_else(|| inval("If needs then_branch"))?;
     let else_g = n.attr_graph("else_branch").ok_or_else(|| inval("If needs else_branch"))?;
-    if let Some(c) = imp.b.const_value(cond)? {
+    if let Some(c) = imp.b.const_value_no_freeze(cond)? {
         let taken = c.get_f64(0)? != 0.0;
         return imp.import_subgraph(if taken { then_g } else { else_g }, &[]);
     }
@@ -25,17 +25,26 @@ pub fn if_(imp: &mut Importer, n: &NodeCtx) -> R {
     let t = imp.import_subgraph(then_g, &[])?;
     let e = imp.import_subgraph(else_g, &[])?;
     let b = &mut imp.b;
-    let c = b.reshape(cond, &[])?;
-    let mut out = vec![];
-    for (tv, ev) in t.iter().zip(&e) {
-        match (tv, ev) {
-            (Value::Tensor(a), Value::Tensor(bb)) if b.ty(*a) == b.ty(*bb) => out.push(Value::Tensor(b.select(c, *a, *bb)?)),
-            _ => {
-                return n.unsupported("If with a run-time condition whose branches produce different types or shapes")
+    let compatible = t.len() == e.len()
+        && t.iter().zip(&e).all(|(tv, ev)| matches!((tv, ev), (Value::Tensor(a), Value::Tensor(c)) if b.ty(*a) == b.ty(*c)));
+    if compatible {
+        let c = b.reshape(cond, &[])?;
+        let mut out = vec![];
+        for (tv, ev) in t.iter().zip(&e) {
+            if let (Value::Tensor(a), Value::Tensor(bb)) = (tv, ev) {
+                out.push(Value::Tensor(b.select(c, *a, *bb)?));
             }
         }
+        return Ok(out);
     }
-    Ok(out)
+    // Branches that differ in shape need the condition at compile time.
+    match b.const_value(cond)? {
+        Some(c) => {
+            let taken = c.get_f64(0)? != 0.0;
+            Ok(if taken { t } else { e })
+        }
+        None => n.unsupported("If with a run-time condition whose branches produce different types or shapes"),
+    }
 }
 
 pub fn loop_(imp: &mut Importer, n: &NodeCtx) -> R {

@@ -184,9 +184,6 @@ pub fn modulo(imp: &mut Importer, n: &NodeCtx) -> R {
     let fmod = n.attr_i("fmod", 0) != 0;
     let b = &mut imp.b;
     let dt = b.dtype(a);
-    if dt.is_float() && !fmod {
-        return Err(FrontendError::Invalid("Mod on floats requires fmod=1".into()));
-    }
     let r = b.binary(BinaryOp::Rem, a, d)?;
     if fmod || dt.is_unsigned_int() {
         return one(r);

@@ -34,6 +34,15 @@ fn broadcast_param(b: &mut Builder, p: NodeId, xshape: &[usize], axis: usize, bl
     Ok(b.add(Op::Gather { axis }, &[p, ic])?)
 }
 
+/// The quantisation axis; only meaningful (and checked) for per-axis or blocked parameters.
+fn param_axis(b: &Builder, n: &NodeCtx, scale: NodeId, rank: usize) -> Result<usize, FrontendError> {
+    let per_tensor = b.ty(scale).num_elements() == 1 && n.attr_i("block_size", 0) == 0;
+    if per_tensor {
+        return Ok(0);
+    }
+    Ok(norm_axis(n.attr_i("axis", 1), rank)?)
+}
+
 fn int_range(t: DType) -> Option<(f64, f64)> {
     Some(match t {
         DType::U8 => (0.0, 255.0),
@@ -73,7 +82,7 @@ pub fn quantize_linear(imp: &mut Importer, n: &NodeCtx) -> R {
     let zp = n.opt_input(2);
     let b = &mut imp.b;
     let xshape = b.shape(x);
-    let axis = if xshape.is_empty() { 0 } else { norm_axis(n.attr_i("axis", 1), xshape.len())? };
+    let axis = param_axis(b, n, scale, xshape.len())?;
     let block = n.attr_i("block_size", 0).max(0) as usize;
     let to = if let Some(z) = zp {
         b.dtype(z)
@@ -112,7 +121,7 @@ pub fn dequantize_linear(imp: &mut Importer, n: &NodeCtx) -> R {
     let zp = n.opt_input(2);
     let b = &mut imp.b;
     let xshape = b.shape(x);
-    let axis = if xshape.is_empty() { 0 } else { norm_axis(n.attr_i("axis", 1), xshape.len())? };
+    let axis = param_axis(b, n, scale, xshape.len())?;
     let block = n.attr_i("block_size", 0).max(0) as usize;
     let out = if n.has_attr("output_dtype") && n.attr_i("output_dtype", 0) != 0 {
         dtype_from_onnx(n.attr_i("output_dtype", 0) as i32).map_err(|d| FrontendError::Unsupported(format!("DequantizeLinear to {d}")))?

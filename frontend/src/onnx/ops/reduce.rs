@@ -244,7 +244,13 @@ pub fn lp_normalization(imp: &mut Importer, n: &NodeCtx) -> R {
         }
         _ => return n.unsupported(format!("LpNormalization with p={p}")),
     };
-    one(b.div(x, norm)?)
+    // A zero norm gives zeros, not NaN.
+    let z = b.scalar(b.dtype(x), 0.0)?;
+    let is0 = b.binary(BinaryOp::Eq, norm, z)?;
+    let o = b.scalar(b.dtype(x), 1.0)?;
+    let safe = b.select(is0, o, norm)?;
+    let q = b.div(x, safe)?;
+    one(b.select(is0, z, q)?)
 }
 
 pub fn mean_variance_normalization(imp: &mut Importer, n: &NodeCtx) -> R {

@@ -568,7 +568,11 @@ pub fn space_to_depth(imp: &mut Importer, n: &NodeCtx) -> R {
     }
     let (nn, c, h, w) = (s[0], s[1], s[2], s[3]);
     let r = b.reshape(x, &[nn, c, h / bs, bs, w / bs, bs])?;
-    let t = b.transpose(r, &[0, 3, 5, 1, 2, 4])?;
+    let t = if n.attr_s("mode", "DCR") == "CRD" {
+        b.transpose(r, &[0, 1, 3, 5, 2, 4])?
+    } else {
+        b.transpose(r, &[0, 3, 5, 1, 2, 4])?
+    };
     one(b.reshape(t, &[nn, c * bs * bs, h / bs, w / bs])?)
 }
 
