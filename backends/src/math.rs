@@ -226,15 +226,13 @@ pub fn unary(kb: &mut KernelBuilder, op: UnaryOp, x: E, dt: DType) -> E {
             f.sel(big, large, small)
         }
         UnaryOp::Atanh => {
-            // 0.5 * log1p(2x / (1 - x))
+            // 0.5 * (log1p(x) - log1p(-x)): both arguments are exact, unlike 2x / (1 - x)
+            let a = log1p(kb, x);
+            let nx = kb.unary(KUnary::Neg, x);
+            let b = log1p(kb, nx);
             let mut f = F::new(kb, ct);
-            let one = f.c(1.0);
-            let d = f.sub(one, x);
-            let n = f.mulc(x, 2.0);
-            let q = f.div(n, d);
-            let l = log1p(kb, q);
-            let mut f = F::new(kb, ct);
-            f.mulc(l, 0.5)
+            let d = f.sub(a, b);
+            f.mulc(d, 0.5)
         }
         UnaryOp::Erf => erf(kb, x),
         UnaryOp::Not | UnaryOp::BitNot => kb.unary(KUnary::Not, x),
@@ -698,7 +696,7 @@ fn erf(kb: &mut KernelBuilder, x: E) -> E {
     let z = f.mul(x, x);
     let two_over_sqrt_pi = 2.0 / std::f64::consts::PI.sqrt();
     // erf(x) = 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1))
-    let (terms, split) = if t == DType::F32 { (8, 0.5) } else { (40, 2.5) };
+    let (terms, split) = if t == DType::F32 { (14, 1.0) } else { (40, 2.5) };
     let coeffs: Vec<f64> = (0..terms)
         .rev()
         .map(|n| {

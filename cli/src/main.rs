@@ -42,6 +42,9 @@ enum Cmd {
         /// Print at most this many values per output.
         #[arg(long, default_value_t = 16)]
         print: usize,
+        /// Print the time each compile stage and the run took.
+        #[arg(long)]
+        timings: bool,
     },
     /// Report every unsupported operator, attribute and dtype (exit status 1 if any).
     Check {
@@ -106,7 +109,7 @@ fn format_values(dtype: odc_ir::DType, data: &[u8], limit: usize) -> String {
     format!("[{}{}]", shown.join(", "), more)
 }
 
-fn run(m: &ModelArgs, inputs: &[String], output_dir: Option<&Path>, print: usize) -> Result<()> {
+fn run(m: &ModelArgs, inputs: &[String], output_dir: Option<&Path>, print: usize, show_timings: bool) -> Result<()> {
     let mut opts = compile_options(m)?;
     let model = odc_frontend::onnx::load_model(&m.model)?;
     let declared = odc_frontend::onnx::declared_inputs(&model.proto);
@@ -123,6 +126,10 @@ fn run(m: &ModelArgs, inputs: &[String], output_dir: Option<&Path>, print: usize
         }
         let t = npy::read(Path::new(&file))?;
         opts.input_shapes.entry(name.clone()).or_insert_with(|| t.shape.clone());
+        // Known values let shape-determining inputs be specialised at compile time.
+        if let Ok(tensor) = odc_ir::Tensor::new(t.dtype, t.shape.clone(), odc_ir::Bytes::from_vec(t.data.clone())) {
+            opts.input_values.insert(name.clone(), tensor);
+        }
         given.insert(name, t);
     }
     let missing: Vec<&str> = declared.iter().filter(|d| !given.contains_key(&d.name)).map(|d| d.name.as_str()).collect();
@@ -132,6 +139,11 @@ fn run(m: &ModelArgs, inputs: &[String], output_dir: Option<&Path>, print: usize
     let mut timings = Timings::default();
     let g = odc::import_model(&model, &opts, &mut timings)?;
     let jit = odc::compile_jit(&g, &opts, &mut timings)?;
+    for d in &declared {
+        if !jit.inputs().iter().any(|s| s.name == d.name) {
+            eprintln!("note: input '{}' determines shapes and was specialised to the given value", d.name);
+        }
+    }
     let mut bufs = vec![];
     for spec in jit.inputs() {
         let t = &given[&spec.name];
@@ -143,7 +155,15 @@ fn run(m: &ModelArgs, inputs: &[String], output_dir: Option<&Path>, print: usize
         }
         bufs.push(t.data.as_slice());
     }
+    let t0 = std::time::Instant::now();
     let outs = jit.run(&bufs)?;
+    let run_time = t0.elapsed();
+    if show_timings {
+        for (name, d) in &timings.stages {
+            eprintln!("time {name}: {:.1} ms", d.as_secs_f64() * 1e3);
+        }
+        eprintln!("time run: {:.1} ms", run_time.as_secs_f64() * 1e3);
+    }
     if let Some(dir) = output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -217,7 +237,7 @@ fn inspect(m: &ModelArgs, show_graph: bool, show_kernels: bool) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match &cli.cmd {
-        Cmd::Run { m, inputs, output_dir, print } => run(m, inputs, output_dir.as_deref(), *print).map(|_| true),
+        Cmd::Run { m, inputs, output_dir, print, timings } => run(m, inputs, output_dir.as_deref(), *print, *timings).map(|_| true),
         Cmd::Check { m } => check(m),
         Cmd::Inspect { m, graph, kernels } => inspect(m, *graph, *kernels).map(|_| true),
     };

@@ -1,0 +1,210 @@
+//! Property tests: generated kernels against plain reference implementations on random shapes,
+//! including views composed through each other (transpose ∘ slice ∘ reshape ∘ pad).
+
+use odc_backends::{lower, JitProgram, OptLevel};
+use odc_ir::{BinaryOp, Conv, DType, Graph, NodeId, Op, PadMode, ReduceOp, Scalar, TensorType};
+use proptest::prelude::*;
+use std::collections::HashSet;
+
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for a in (0..shape.len()).rev() {
+        idx[a] = i % shape[a];
+        i /= shape[a];
+    }
+    idx
+}
+
+fn run(g: &Graph, inputs: &[Vec<f32>]) -> Vec<f32> {
+    g.verify().unwrap();
+    let prog = lower(g, &HashSet::new()).unwrap();
+    let jit = JitProgram::compile(prog, OptLevel::Speed).unwrap();
+    let bytes: Vec<Vec<u8>> = inputs.iter().map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let refs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
+    let out = jit.run(&refs).unwrap().remove(0);
+    out.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn input(g: &mut Graph, name: &str, shape: &[usize]) -> NodeId {
+    g.add_input(name, TensorType::new(DType::F32, shape.to_vec()))
+}
+
+fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect()
+}
+
+fn close(got: &[f32], want: &[f32], tol: f32) -> Result<(), TestCaseError> {
+    prop_assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        prop_assert!((g - w).abs() <= tol * (1.0 + w.abs()), "[{}]: {} vs {}", i, g, w);
+    }
+    Ok(())
+}
+
+/// A shape and a broadcast-compatible partner.
+fn bcast_pair() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+    prop::collection::vec(1usize..5, 1..4).prop_flat_map(|a| {
+        let r = a.len();
+        (Just(a.clone()), prop::collection::vec(any::<bool>(), r), 0..=r).prop_map(|(a, ones, drop)| {
+            let b: Vec<usize> = a.iter().zip(&ones).map(|(&d, &o)| if o { 1 } else { d }).collect();
+            (a, b[drop..].to_vec())
+        })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn broadcast_binary((a, b) in bcast_pair(), op in prop::sample::select(vec![BinaryOp::Add, BinaryOp::Mul, BinaryOp::Max, BinaryOp::Sub])) {
+        let mut g = Graph::new();
+        let x = input(&mut g, "a", &a);
+        let y = input(&mut g, "b", &b);
+        let z = g.add(Op::Binary(op), &[x, y], "z").unwrap();
+        g.set_output("z", z);
+        let (da, db) = (data(a.iter().product(), 1), data(b.iter().product(), 2));
+        let out_shape = g.ty(z).shape.clone();
+        let n: usize = out_shape.iter().product();
+        let (sa, sb) = (strides(&a), strides(&b));
+        let want: Vec<f32> = (0..n).map(|i| {
+            let idx = unravel(i, &out_shape);
+            let off_a = out_shape.len() - a.len();
+            let off_b = out_shape.len() - b.len();
+            let ia: usize = (0..a.len()).map(|k| if a[k] == 1 { 0 } else { idx[off_a + k] * sa[k] }).sum();
+            let ib: usize = (0..b.len()).map(|k| if b[k] == 1 { 0 } else { idx[off_b + k] * sb[k] }).sum();
+            match op { BinaryOp::Add => da[ia] + db[ib], BinaryOp::Mul => da[ia] * db[ib], BinaryOp::Max => da[ia].max(db[ib]), _ => da[ia] - db[ib] }
+        }).collect();
+        close(&run(&g, &[da, db]), &want, 0.0)?;
+    }
+
+    #[test]
+    fn reductions(shape in prop::collection::vec(1usize..6, 1..4), mask in prop::collection::vec(any::<bool>(), 3), max in any::<bool>()) {
+        let axes: Vec<usize> = (0..shape.len()).filter(|&i| mask[i]).collect();
+        let mut g = Graph::new();
+        let x = input(&mut g, "x", &shape);
+        let op = if max { ReduceOp::Max } else { ReduceOp::Sum };
+        let r = g.add(Op::Reduce { op, axes: axes.clone() }, &[x], "r").unwrap();
+        g.set_output("r", r);
+        let d = data(shape.iter().product(), 3);
+        let out_shape = g.ty(r).shape.clone();
+        let mut want = vec![if max { f32::NEG_INFINITY } else { 0.0 }; out_shape.iter().product()];
+        let os = strides(&out_shape);
+        for (i, v) in d.iter().enumerate() {
+            let idx = unravel(i, &shape);
+            let o: usize = (0..shape.len()).map(|k| if axes.contains(&k) { 0 } else { idx[k] * os[k] }).sum();
+            want[o] = if max { want[o].max(*v) } else { want[o] + v };
+        }
+        close(&run(&g, &[d]), &want, 1e-5)?;
+    }
+
+    #[test]
+    fn batched_matmul(m in 1usize..6, k in 1usize..9, n in 1usize..11, batch_a in 1usize..3, batch_b in 1usize..3) {
+        let (batch_a, batch_b) = if batch_a != batch_b && batch_a != 1 && batch_b != 1 { (batch_a, 1) } else { (batch_a, batch_b) };
+        let mut g = Graph::new();
+        let a = input(&mut g, "a", &[batch_a, m, k]);
+        let b = input(&mut g, "b", &[batch_b, k, n]);
+        let c = g.add(Op::MatMul, &[a, b], "c").unwrap();
+        g.set_output("c", c);
+        let (da, db) = (data(batch_a * m * k, 4), data(batch_b * k * n, 5));
+        let bt = batch_a.max(batch_b);
+        let mut want = vec![0f32; bt * m * n];
+        for t in 0..bt {
+            let (ta, tb) = (if batch_a == 1 { 0 } else { t }, if batch_b == 1 { 0 } else { t });
+            for i in 0..m { for j in 0..n {
+                want[(t * m + i) * n + j] = (0..k).map(|p| da[(ta * m + i) * k + p] * db[(tb * k + p) * n + j]).sum();
+            }}
+        }
+        close(&run(&g, &[da, db]), &want, 1e-5)?;
+    }
+
+    #[test]
+    fn conv2d(c_per_group in 1usize..3, groups in 1usize..3, m_per_group in 1usize..3, h in 3usize..8, w in 3usize..8,
+              kh in 1usize..4, kw in 1usize..4, stride in 1usize..3, dil in 1usize..3, pad in 0i64..2) {
+        prop_assume!(h + 2 * pad as usize >= dil * (kh - 1) + 1 && w + 2 * pad as usize >= dil * (kw - 1) + 1);
+        let (c, m) = (c_per_group * groups, m_per_group * groups);
+        let mut g = Graph::new();
+        let x = input(&mut g, "x", &[1, c, h, w]);
+        let wt = input(&mut g, "w", &[m, c_per_group, kh, kw]);
+        let xp = g.add(Op::Pad { low: vec![0, 0, pad, pad], high: vec![0, 0, pad, pad], interior: vec![0; 4], mode: PadMode::Constant(Scalar::F64(0.0)) }, &[x], "pad").unwrap();
+        let y = g.add(Op::Conv(Conv { strides: vec![stride, stride], dilations: vec![dil, dil], groups }), &[xp, wt], "conv").unwrap();
+        g.set_output("y", y);
+        let (dx, dw) = (data(c * h * w, 6), data(m * c_per_group * kh * kw, 7));
+        let ys = g.ty(y).shape.clone();
+        let (oh, ow) = (ys[2], ys[3]);
+        let mut want = vec![0f32; m * oh * ow];
+        for mo in 0..m { let gi = mo / m_per_group; for oy in 0..oh { for ox in 0..ow {
+            let mut s = 0f32;
+            for ci in 0..c_per_group { for ky in 0..kh { for kx in 0..kw {
+                let iy = (oy * stride + ky * dil) as i64 - pad;
+                let ix = (ox * stride + kx * dil) as i64 - pad;
+                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                    let chan = gi * c_per_group + ci;
+                    s += dx[(chan * h + iy as usize) * w + ix as usize] * dw[((mo * c_per_group + ci) * kh + ky) * kw + kx];
+                }
+            }}}
+            want[(mo * oh + oy) * ow + ox] = s;
+        }}}
+        close(&run(&g, &[dx, dw]), &want, 1e-5)?;
+    }
+
+    #[test]
+    fn composed_views(d0 in 1usize..5, d1 in 1usize..5, d2 in 1usize..5, start in 0usize..3, step in 1i64..3, lo in 0i64..3, hi in 0i64..3) {
+        // transpose -> slice (with step, possibly reversed) -> reshape -> pad, then copied out.
+        let mut g = Graph::new();
+        let x = input(&mut g, "x", &[d0, d1, d2]);
+        let t = g.add(Op::Transpose { perm: vec![2, 0, 1] }, &[x], "t").unwrap();
+        let s0 = start.min(d2 - 1) as i64;
+        let count = ((d2 as i64 - s0) + step - 1) / step;
+        let s = g.add(Op::Slice { starts: vec![s0, 0, d1 as i64 - 1], steps: vec![step, 1, -1], sizes: vec![count as usize, d0, d1] }, &[t], "s").unwrap();
+        let r = g.add(Op::Reshape { shape: vec![count as usize * d0 * d1] }, &[s], "r").unwrap();
+        let p = g.add(Op::Pad { low: vec![lo], high: vec![hi], interior: vec![0], mode: PadMode::Constant(Scalar::F64(9.0)) }, &[r], "p").unwrap();
+        let y = g.add(Op::Binary(BinaryOp::Add), &[p, p], "y").unwrap();
+        g.set_output("y", y);
+        let dx = data(d0 * d1 * d2, 8);
+        let mut flat = vec![];
+        for a in 0..count as usize { for b in 0..d0 { for c in 0..d1 {
+            let k = s0 as usize + a * step as usize;
+            let j = d1 - 1 - c;
+            flat.push(dx[(b * d1 + j) * d2 + k]);
+        }}}
+        let mut want = vec![9.0f32; lo as usize];
+        want.extend(flat);
+        want.extend(vec![9.0; hi as usize]);
+        let want: Vec<f32> = want.iter().map(|v| v + v).collect();
+        close(&run(&g, &[dx]), &want, 0.0)?;
+    }
+
+    #[test]
+    fn reflect_edge_wrap_padding(n in 1usize..6, lo in 0i64..4, hi in 0i64..4, mode in 0u8..3) {
+        let pm = [PadMode::Reflect, PadMode::Edge, PadMode::Wrap][mode as usize];
+        let mut g = Graph::new();
+        let x = input(&mut g, "x", &[n]);
+        let p = g.add(Op::Pad { low: vec![lo], high: vec![hi], interior: vec![0], mode: pm }, &[x], "p").unwrap();
+        g.set_output("p", p);
+        let dx = data(n, 9);
+        let want: Vec<f32> = (-lo..n as i64 + hi).map(|i| {
+            let nn = n as i64;
+            let j = match pm {
+                PadMode::Edge => i.clamp(0, nn - 1),
+                PadMode::Wrap => i.rem_euclid(nn),
+                _ => if nn == 1 { 0 } else { let p = 2 * (nn - 1); let m = i.rem_euclid(p); if m < nn { m } else { p - m } },
+            };
+            dx[j as usize]
+        }).collect();
+        close(&run(&g, &[dx]), &want, 0.0)?;
+    }
+}
