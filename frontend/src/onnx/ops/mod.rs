@@ -1,13 +1,17 @@
 //! The ONNX operator registry: one line per operator, naming the function that expands it into
 //! primitives. Grouped by family in the sibling modules.
 
+mod attention;
 mod control;
 mod elementwise;
+mod loss;
 mod nn;
 mod quant;
 mod reduce;
 mod rnn;
 mod shape;
+mod signal;
+mod training;
 
 use super::{Importer, NodeCtx, Value};
 use crate::FrontendError;
@@ -33,8 +37,17 @@ pub fn lookup(domain: &str, op: &str) -> Option<OpFn> {
     use quant as q;
     use reduce as r;
     use shape as s;
-    if !(domain.is_empty() || domain == "ai.onnx") {
-        return None;
+    match domain {
+        "" | "ai.onnx" => {}
+        "ai.onnx.preview.training" => {
+            return Some(match op {
+                "Adagrad" => training::adagrad,
+                "Adam" => training::adam,
+                "Momentum" => training::momentum,
+                _ => return None,
+            })
+        }
+        _ => return None,
     }
     Some(match op {
         // elementwise: unary
@@ -112,6 +125,15 @@ pub fn lookup(domain: &str, op: &str) -> Option<OpFn> {
         "GlobalAveragePool" | "GlobalMaxPool" | "GlobalLpPool" => n::global_pool,
         "Einsum" => n::einsum,
         "Resize" | "Upsample" => n::resize,
+        "Attention" => attention::attention,
+        "RotaryEmbedding" => attention::rotary_embedding,
+        "SwiGLU" => attention::swiglu,
+        "NegativeLogLikelihoodLoss" => loss::negative_log_likelihood_loss,
+        "SoftmaxCrossEntropyLoss" => loss::softmax_cross_entropy_loss,
+        // signal processing
+        "HannWindow" | "HammingWindow" | "BlackmanWindow" => signal::window,
+        "DFT" => signal::dft_op,
+        "STFT" => signal::stft,
         // quantisation
         "QuantizeLinear" => q::quantize_linear,
         "DequantizeLinear" => q::dequantize_linear,
