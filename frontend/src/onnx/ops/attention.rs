@@ -291,3 +291,150 @@ pub fn swiglu(imp: &mut Importer, n: &NodeCtx) -> R {
     let s = b.swish(a, n.attr_f("alpha", 1.0) as f64)?;
     one(b.mul(s, c)?)
 }
+
+pub fn linear_attention(imp: &mut Importer, n: &NodeCtx) -> R {
+    let (q, k, v) = (n.input(0)?, n.input(1)?, n.input(2)?);
+    let (past, decay, beta) = (n.opt_input(3), n.opt_input(4), n.opt_input(5));
+    let rule = n.attr_s("update_rule", "gated_delta");
+    let gating = matches!(rule.as_str(), "gated" | "gated_delta");
+    let delta = matches!(rule.as_str(), "delta" | "gated_delta");
+    if !matches!(rule.as_str(), "linear" | "gated" | "delta" | "gated_delta") {
+        return Err(inval(format!("unknown update_rule '{rule}'")));
+    }
+    if gating != decay.is_some() || delta != beta.is_some() {
+        return Err(inval(format!("update_rule '{rule}' and the decay/beta inputs disagree")));
+    }
+    let qh = n.attr_i("q_num_heads", 0) as usize;
+    let kvh = n.attr_i("kv_num_heads", 0) as usize;
+    if qh == 0 || kvh == 0 || qh % kvh != 0 {
+        return Err(inval("q_num_heads must be a positive multiple of kv_num_heads"));
+    }
+    let b = &mut imp.b;
+    let out_dt = b.dtype(q);
+    let qs = b.shape(q);
+    let (bs, t) = (qs[0], qs[1]);
+    let dk = qs[2] / qh;
+    let dv = b.shape(v)[2] / kvh;
+    let f = DType::F32;
+    let q4 = split_heads(b, q, qh)?;
+    let q4 = b.cast(q4, f)?;
+    let k4 = split_heads(b, k, kvh)?;
+    let k4 = b.cast(k4, f)?;
+    let v4 = split_heads(b, v, kvh)?;
+    let v4 = b.cast(v4, f)?;
+    let decay4 = match decay {
+        Some(d) => {
+            let last = *b.shape(d).last().unwrap();
+            let d4 = if last == kvh {
+                let r = b.reshape(d, &[bs, t, kvh, 1])?;
+                b.transpose(r, &[0, 2, 1, 3])?
+            } else if last == kvh * dk {
+                split_heads(b, d, kvh)?
+            } else {
+                return Err(inval("decay's last dimension must be kv_num_heads or kv_num_heads * d_k"));
+            };
+            Some(b.cast(d4, f)?)
+        }
+        None => None,
+    };
+    let beta4 = match beta {
+        Some(bt) => {
+            let last = *b.shape(bt).last().unwrap();
+            let r = b.reshape(bt, &[bs, t, last, 1])?;
+            let r = b.transpose(r, &[0, 2, 1, 3])?;
+            Some(b.cast(r, f)?)
+        }
+        None => None,
+    };
+    let state_dt = past.map(|p| b.dtype(p)).unwrap_or(out_dt);
+    let mut state = match past {
+        Some(p) => b.cast(p, f)?,
+        None => b.full(f, &[bs, kvh, dk, dv], 0.0)?,
+    };
+    let scale = match n.attr_f("scale", 0.0) {
+        s if s == 0.0 => 1.0 / (dk as f64).sqrt(),
+        s => s as f64,
+    };
+    let step = |b: &mut Builder, x4: NodeId, i: usize| -> Result<NodeId, FrontendError> {
+        let s = b.slice_axis(x4, 2, i as i64, 1, 1)?;
+        let sh = b.shape(s);
+        Ok(b.reshape(s, &[sh[0], sh[1], sh[3]])?)
+    };
+    let mut outs = vec![];
+    for i in 0..t {
+        let qt = step(b, q4, i)?;
+        let kt = step(b, k4, i)?;
+        let mut vt = step(b, v4, i)?;
+        if let Some(d4) = decay4 {
+            let g = step(b, d4, i)?;
+            let e = b.unary(UnaryOp::Exp, g)?;
+            let es = b.shape(e);
+            let e = b.reshape(e, &[es[0], es[1], es[2], 1])?;
+            state = b.mul(state, e)?;
+        }
+        if let Some(b4) = beta4 {
+            // retrieved[b,h,m] = sum_d state[b,h,d,m] k[b,h,d]
+            let ku = b.reshape(kt, &[bs, kvh, 1, dk])?;
+            let r = b.matmul(ku, state)?;
+            let r = b.reshape(r, &[bs, kvh, dv])?;
+            let diff = b.sub(vt, r)?;
+            let bt = step(b, b4, i)?;
+            vt = b.mul(bt, diff)?;
+        }
+        let kc = b.reshape(kt, &[bs, kvh, dk, 1])?;
+        let vr = b.reshape(vt, &[bs, kvh, 1, dv])?;
+        let outer = b.mul(kc, vr)?;
+        state = b.add2(state, outer)?;
+        let read = repeat_heads(b, state, qh / kvh)?;
+        let qu = b.reshape(qt, &[bs, qh, 1, dk])?;
+        let o = b.matmul(qu, read)?;
+        let o = b.binary_c(BinaryOp::Mul, o, scale)?;
+        outs.push(b.reshape(o, &[bs, qh, 1, dv])?);
+    }
+    let y = b.concat(&outs, 2)?;
+    let y = b.transpose(y, &[0, 2, 1, 3])?;
+    let y = b.reshape(y, &[bs, t, qh * dv])?;
+    let y = b.cast(y, out_dt)?;
+    let st = b.cast(state, state_dt)?;
+    Ok(vec![Value::Tensor(y), Value::Tensor(st)])
+}
+
+pub fn causal_conv_with_state(imp: &mut Importer, n: &NodeCtx) -> R {
+    let (x, w) = (n.input(0)?, n.input(1)?);
+    let (bias, past) = (n.opt_input(2), n.opt_input(3));
+    let act = n.attr_s("activation", "none");
+    if !matches!(act.as_str(), "none" | "silu" | "swish") {
+        return Err(inval(format!("unknown activation '{act}'")));
+    }
+    let b = &mut imp.b;
+    let xs = b.shape(x);
+    let ws = b.shape(w);
+    if xs.len() != 3 || ws.len() != 3 {
+        return Err(inval("CausalConvWithState needs input [B, C, L] and weight [C, 1, K]"));
+    }
+    let (bs, c, k) = (xs[0], xs[1], ws[2]);
+    let pad = match past {
+        Some(p) => p,
+        None => b.full(b.dtype(x), &[bs, c, k - 1], 0.0)?,
+    };
+    let padded = b.concat(&[pad, x], 2)?;
+    let y = b.add(Op::Conv(odc_ir::Conv { strides: vec![1], dilations: vec![1], groups: c }), &[padded, w])?;
+    let y = match bias {
+        Some(bb) => {
+            let br = b.reshape(bb, &[c, 1])?;
+            b.add2(y, br)?
+        }
+        None => y,
+    };
+    let y = if act == "none" {
+        y
+    } else {
+        let dt = b.dtype(y);
+        let yf = b.cast(y, DType::F32)?;
+        let s = b.swish(yf, 1.0)?;
+        b.cast(s, dt)?
+    };
+    let pl = b.shape(padded)[2];
+    let state = b.slice_axis(padded, 2, (pl - (k - 1)) as i64, 1, k - 1)?;
+    Ok(vec![Value::Tensor(y), Value::Tensor(state)])
+}

@@ -9,6 +9,7 @@ mod nn;
 mod quant;
 mod reduce;
 mod rnn;
+mod sampling;
 mod shape;
 mod signal;
 mod training;
@@ -128,6 +129,10 @@ pub fn lookup(domain: &str, op: &str) -> Option<OpFn> {
         "Attention" => attention::attention,
         "RotaryEmbedding" => attention::rotary_embedding,
         "SwiGLU" => attention::swiglu,
+        "LinearAttention" => attention::linear_attention,
+        "CausalConvWithState" => attention::causal_conv_with_state,
+        "GridSample" => sampling::grid_sample,
+        "AffineGrid" => sampling::affine_grid,
         "NegativeLogLikelihoodLoss" => loss::negative_log_likelihood_loss,
         "SoftmaxCrossEntropyLoss" => loss::softmax_cross_entropy_loss,
         // signal processing
