@@ -4,15 +4,17 @@
 //! would run.
 
 use crate::lower::{lower, IoSpec, Program, ARENA_ALIGN};
-use crate::module::define_program;
+use crate::module::{define_program, ModuleSpec, WeightsMode};
+use core::ffi::c_void;
+use odc_runtime::abi::{self, OdcContext, OdcTensor};
+use odc_runtime::ThreadPool;
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::Linkage;
 use odc_ir::{Bytes, Evaluator, Graph, IrError, NodeId, Tensor};
 use std::collections::HashSet;
 
-type RunFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8, *const *const u8) -> i32;
+type AbiRunFn = unsafe extern "C" fn(*const OdcContext, *const OdcTensor, u32, *mut OdcTensor, u32, *mut c_void, u64) -> i32;
 
 /// Cranelift optimisation level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,12 +38,14 @@ pub fn host_isa(opt: OptLevel) -> Result<OwnedTargetIsa, IrError> {
         .map_err(|e| IrError::new(format!("cannot build the host ISA: {e}")))
 }
 
-/// A compiled program ready to run in this process.
+/// A compiled program ready to run in this process, through the same ABI entry point as an
+/// AOT module.
 pub struct JitProgram {
     module: Option<JITModule>,
-    run: RunFn,
+    run: AbiRunFn,
     prog: Program,
-    weight_ptrs: Vec<*const u8>,
+    shapes: Vec<Vec<i64>>,
+    pool: Option<ThreadPool>,
 }
 
 // The JIT code and weights are immutable after compilation; running uses caller-owned buffers.
@@ -65,13 +69,15 @@ impl JitProgram {
         let isa = host_isa(opt)?;
         let builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
         let mut module = JITModule::new(builder);
-        let emitted = define_program(&mut module, &prog, "odc", Linkage::Local)?;
+        let addrs = prog.weights.iter().map(|w| w.bytes().as_ptr() as u64).collect();
+        let spec = ModuleSpec { prefix: "odc".into(), weights: WeightsMode::Absolute(addrs) };
+        let emitted = define_program(&mut module, &prog, &spec)?;
         module.finalize_definitions().map_err(|e| IrError::new(format!("JIT finalisation failed: {e}")))?;
         let code = module.get_finalized_function(emitted.run);
-        // SAFETY: `run` was defined with exactly this signature by `define_program`.
-        let run: RunFn = unsafe { std::mem::transmute::<*const u8, RunFn>(code) };
-        let weight_ptrs = prog.weights.iter().map(|w| w.bytes().as_ptr()).collect();
-        Ok(JitProgram { module: Some(module), run, prog, weight_ptrs })
+        // SAFETY: `run` was defined with exactly the ABI signature by `define_program`.
+        let run: AbiRunFn = unsafe { std::mem::transmute::<*const u8, AbiRunFn>(code) };
+        let shapes = prog.inputs.iter().chain(&prog.outputs).map(|t| t.shape.iter().map(|&d| d as i64).collect()).collect();
+        Ok(JitProgram { module: Some(module), run, prog, shapes, pool: None })
     }
 
     pub fn program(&self) -> &Program {
@@ -84,6 +90,11 @@ impl JitProgram {
 
     pub fn outputs(&self) -> &[IoSpec] {
         &self.prog.outputs
+    }
+
+    /// Share parallel loops among `threads` threads (1 = single-threaded).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.pool = if threads > 1 { Some(ThreadPool::new(threads)) } else { None };
     }
 
     /// Run on raw little-endian input bytes; returns one byte vector per output.
@@ -107,15 +118,40 @@ impl JitProgram {
             self.prog.outputs.iter().map(|o| vec![0u8; o.dtype.byte_len(o.shape.iter().product())]).collect();
         let mut arena = vec![0u8; self.prog.arena_size + ARENA_ALIGN];
         let pad = arena.as_ptr().align_offset(ARENA_ALIGN);
+        // SAFETY: `arena` has ARENA_ALIGN spare bytes.
         let arena_ptr = unsafe { arena.as_mut_ptr().add(pad) };
-        let in_ptrs: Vec<*const u8> = inputs.iter().map(|d| d.as_ptr()).collect();
-        let out_ptrs: Vec<*mut u8> = outputs.iter_mut().map(|o| o.as_mut_ptr()).collect();
+        let ni = inputs.len();
+        let tensor = |i: usize, spec: &IoSpec, data: *mut u8, len: usize| OdcTensor {
+            data: data as *mut c_void,
+            shape: self.shapes[i].as_ptr(),
+            size_bytes: len as u64,
+            rank: spec.shape.len() as u32,
+            dtype: spec.dtype.abi_code(),
+        };
+        let ins: Vec<OdcTensor> =
+            inputs.iter().zip(&self.prog.inputs).enumerate().map(|(i, (d, s))| tensor(i, s, d.as_ptr() as *mut u8, d.len())).collect();
+        let mut outs: Vec<OdcTensor> = outputs
+            .iter_mut()
+            .zip(&self.prog.outputs)
+            .enumerate()
+            .map(|(i, (d, s))| tensor(ni + i, s, d.as_mut_ptr(), d.len()))
+            .collect();
+        let ctx = self.pool.as_ref().map(|p| OdcContext {
+            abi_version: abi::ABI_VERSION,
+            num_threads: p.threads() as u32,
+            weights: std::ptr::null(),
+            parallel_for: Some(odc_runtime::pool::parallel_for_callback),
+            parallel_user: p as *const ThreadPool as *mut c_void,
+        });
+        let ctx_ptr = ctx.as_ref().map(|c| c as *const OdcContext).unwrap_or(std::ptr::null());
         // SAFETY: every pointer refers to a buffer of the size the program was compiled for.
-        let status = unsafe { (self.run)(in_ptrs.as_ptr(), out_ptrs.as_ptr(), arena_ptr, self.weight_ptrs.as_ptr()) };
-        match status {
-            0 => Ok(outputs),
-            1 => Err(RunError("an index input was out of range".into())),
-            s => Err(RunError(format!("generated code returned status {s}"))),
+        let status = unsafe {
+            (self.run)(ctx_ptr, ins.as_ptr(), ins.len() as u32, outs.as_mut_ptr(), outs.len() as u32, arena_ptr as *mut c_void, self.prog.arena_size as u64)
+        };
+        match abi::Status::from_code(status) {
+            Some(abi::Status::Ok) => Ok(outputs),
+            Some(s) => Err(RunError(s.message().to_string())),
+            None => Err(RunError(format!("generated code returned status {status}"))),
         }
     }
 }

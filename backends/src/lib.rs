@@ -20,6 +20,7 @@ pub mod kernel;
 pub mod lower;
 pub mod math;
 pub mod module;
+pub mod target;
 
 pub use jit::{host_isa, JitEvaluator, JitProgram, OptLevel, RunError};
 pub use lower::{lower, Buffer, BufferKind, IoSpec, Program, Step};

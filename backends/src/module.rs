@@ -1,27 +1,82 @@
-//! [`Program`] → functions in a Cranelift module (JIT or object).
+//! [`Program`] → a module in the odc ABI (see `odc_runtime::abi`), in any Cranelift module
+//! (JIT or object).
 //!
-//! Emits one function per kernel plus a driver:
+//! Emits one function per kernel and, with prefix `p`:
 //!
-//! ```text
-//! i32 run(const void *const *inputs, void *const *outputs, void *arena, const void *const *weights)
-//! ```
-//!
-//! which fills an argument table per step (input, output, weight or arena pointers), calls the
-//! kernel over its whole outer range, and returns the first non-zero status.
+//! * `p_run(ctx, inputs, n_inputs, outputs, n_outputs, arena, arena_size) -> status`: checks
+//!   everything it is given (ABI version, counts, NULLs, dtypes, shapes, buffer sizes, arena size
+//!   and alignment, external weights), then runs the kernels in order, each over its outer loop,
+//!   through `ctx->parallel_for` when the host provides one and the kernel allows it;
+//! * `p_arena_size()`, and `p_describe()` returning the static [`odc_runtime::abi::OdcModuleDesc`];
+//! * weights as one 64-byte-aligned read-only blob (`Embedded`), or nothing when they live in a
+//!   side file (`External`, base passed in the context) or are already in memory (`Absolute`, JIT).
 
 use crate::codegen::{build_kernel, kernel_signature, CodegenOptions};
-use crate::lower::{BufferKind, Program};
-use cranelift_codegen::ir::{self, condcodes::IntCC, types, AbiParam, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind};
+use crate::lower::{BufferKind, IoSpec, Program};
+use cranelift_codegen::ir::{self, condcodes::IntCC, types, AbiParam, BlockArg, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value};
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_module::{FuncId, Linkage, Module};
+use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
 use odc_ir::IrError;
+use odc_runtime::abi::{self, offsets as off, Status};
+
+/// Where the kernels find the weights.
+#[derive(Clone, Debug)]
+pub enum WeightsMode {
+    /// Addresses baked in as constants (in-process JIT; the caller keeps the bytes alive).
+    Absolute(Vec<u64>),
+    /// One blob in the module's read-only data.
+    Embedded,
+    /// A side file the host maps and passes as `ctx->weights`.
+    External { file_name: String },
+}
+
+/// How to emit a program.
+#[derive(Clone, Debug)]
+pub struct ModuleSpec {
+    /// Symbol prefix (a C identifier).
+    pub prefix: String,
+    pub weights: WeightsMode,
+}
 
 /// Symbols of an emitted program.
 #[derive(Clone, Debug)]
 pub struct EmittedProgram {
     pub run: FuncId,
+    pub arena_size: FuncId,
+    pub describe: FuncId,
     pub kernels: Vec<FuncId>,
+    /// Weight offsets in the blob, its size and fingerprint (for `Embedded`/`External`).
+    pub weights_layout: WeightsLayout,
+}
+
+/// Placement of every weight in one blob.
+#[derive(Clone, Debug, Default)]
+pub struct WeightsLayout {
+    pub offsets: Vec<usize>,
+    pub size: usize,
+}
+
+impl WeightsLayout {
+    pub fn of(prog: &Program) -> Self {
+        let mut offsets = vec![];
+        let mut size = 0usize;
+        for w in &prog.weights {
+            size = size.div_ceil(64) * 64;
+            offsets.push(size);
+            size += w.data.len();
+        }
+        WeightsLayout { offsets, size }
+    }
+
+    /// The blob itself.
+    pub fn blob(&self, prog: &Program) -> Vec<u8> {
+        let mut v = vec![0u8; self.size];
+        for (w, &o) in prog.weights.iter().zip(&self.offsets) {
+            v[o..o + w.data.len()].copy_from_slice(w.bytes());
+        }
+        v
+    }
 }
 
 fn module_err(e: impl std::fmt::Display) -> IrError {
@@ -30,30 +85,32 @@ fn module_err(e: impl std::fmt::Display) -> IrError {
 
 /// Code generation options derived from the module's target.
 pub fn options_for(isa: &dyn TargetIsa) -> CodegenOptions {
-    let has_fma = match isa.triple().architecture {
-        target_lexicon::Architecture::X86_64 => {
-            isa.isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true))
-        }
-        target_lexicon::Architecture::Aarch64(_) => true,
-        target_lexicon::Architecture::Riscv64(_) => true,
-        _ => false,
+    let flag = |name: &str| isa.isa_flags().iter().any(|f| f.name == name && f.as_bool() == Some(true));
+    let (has_fma, vectorize) = match isa.triple().architecture {
+        target_lexicon::Architecture::X86_64 => (flag("has_fma"), true),
+        target_lexicon::Architecture::Aarch64(_) => (true, true),
+        // Cranelift's riscv64 SIMD needs the V extension.
+        target_lexicon::Architecture::Riscv64(_) => (true, flag("has_v")),
+        _ => (false, false),
     };
-    CodegenOptions { vectorize: true, has_fma }
+    CodegenOptions { vectorize, has_fma }
 }
 
-/// Define every kernel and the driver in `m`. `prefix` namespaces the symbols; the driver is
-/// `<prefix>_run_impl` with the given linkage.
-pub fn define_program<M: Module>(m: &mut M, prog: &Program, prefix: &str, run_linkage: Linkage) -> Result<EmittedProgram, IrError> {
+/// Define every kernel, the weights, the descriptor and the three entry points in `m`.
+pub fn define_program<M: Module>(m: &mut M, prog: &Program, spec: &ModuleSpec) -> Result<EmittedProgram, IrError> {
     let ptr = m.target_config().pointer_type();
+    if ptr != types::I64 {
+        return Err(IrError::new("odc modules need a 64-bit target"));
+    }
     let call_conv = m.target_config().default_call_conv;
     let opts = options_for(m.isa());
+    let p = &spec.prefix;
     let mut fctx = FunctionBuilderContext::new();
     let mut ctx = m.make_context();
     let mut kernels = vec![];
     for (i, k) in prog.kernels.iter().enumerate() {
-        let name = format!("{prefix}_k{i}");
         let sig = kernel_signature(call_conv, ptr);
-        let id = m.declare_function(&name, Linkage::Local, &sig).map_err(module_err)?;
+        let id = m.declare_function(&format!("{p}_k{i}"), Linkage::Local, &sig).map_err(module_err)?;
         ctx.func.signature = sig;
         build_kernel(k, &mut ctx.func, &mut fctx, m.isa().frontend_config(), opts);
         m.define_function(id, &mut ctx).map_err(|e| module_err(format!("kernel {}: {e:?}", k.name)))?;
@@ -61,36 +118,283 @@ pub fn define_program<M: Module>(m: &mut M, prog: &Program, prefix: &str, run_li
         kernels.push(id);
     }
 
+    let layout = WeightsLayout::of(prog);
+    let weights_data = match &spec.weights {
+        WeightsMode::Embedded if layout.size > 0 => {
+            let id = m.declare_data(&format!("{p}_weights"), Linkage::Local, false, false).map_err(module_err)?;
+            let mut d = DataDescription::new();
+            d.define(layout.blob(prog).into_boxed_slice());
+            d.set_align(64);
+            m.define_data(id, &d).map_err(module_err)?;
+            Some(id)
+        }
+        _ => None,
+    };
+    let fingerprint = match &spec.weights {
+        WeightsMode::External { .. } => abi::fingerprint(&layout.blob(prog)),
+        _ => 0,
+    };
+    let desc = define_descriptor(m, prog, spec, &layout, fingerprint)?;
+
+    // p_arena_size() and p_describe()
     let mut sig = ir::Signature::new(call_conv);
-    for _ in 0..4 {
-        sig.params.push(AbiParam::new(ptr));
-    }
-    sig.returns.push(AbiParam::new(types::I32));
-    let run = m.declare_function(&format!("{prefix}_run_impl"), run_linkage, &sig).map_err(module_err)?;
-    ctx.func.signature = sig;
+    sig.returns.push(AbiParam::new(types::I64));
+    let arena_size = m.declare_function(&format!("{p}_arena_size"), Linkage::Export, &sig).map_err(module_err)?;
+    ctx.func.signature = sig.clone();
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let e = b.create_block();
+        b.switch_to_block(e);
+        let v = b.ins().iconst(types::I64, prog.arena_size as i64);
+        b.ins().return_(&[v]);
+        b.seal_all_blocks();
+        b.finalize(m.isa().frontend_config());
+    }
+    m.define_function(arena_size, &mut ctx).map_err(module_err)?;
+    m.clear_context(&mut ctx);
+    let describe = m.declare_function(&format!("{p}_describe"), Linkage::Export, &sig).map_err(module_err)?;
+    ctx.func.signature = sig;
+    {
+        let gv = m.declare_data_in_func(desc, &mut ctx.func);
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let e = b.create_block();
+        b.switch_to_block(e);
+        let v = b.ins().symbol_value(ptr, gv);
+        b.ins().return_(&[v]);
+        b.seal_all_blocks();
+        b.finalize(m.isa().frontend_config());
+    }
+    m.define_function(describe, &mut ctx).map_err(module_err)?;
+    m.clear_context(&mut ctx);
+
+    let run = define_run(m, prog, spec, &kernels, &layout, weights_data, &mut fctx)?;
+    Ok(EmittedProgram { run, arena_size, describe, kernels, weights_layout: layout })
+}
+
+/// The static descriptor: strings and shapes, tensor descriptors, and the module descriptor.
+fn define_descriptor<M: Module>(
+    m: &mut M,
+    prog: &Program,
+    spec: &ModuleSpec,
+    layout: &WeightsLayout,
+    fingerprint: u64,
+) -> Result<DataId, IrError> {
+    let p = &spec.prefix;
+    // Pool of NUL-terminated strings and i64 shape arrays.
+    let mut pool: Vec<u8> = vec![];
+    let add_str = |pool: &mut Vec<u8>, s: &str| -> usize {
+        let o = pool.len();
+        pool.extend(s.as_bytes());
+        pool.push(0);
+        o
+    };
+    let name_off = add_str(&mut pool, p);
+    let weights_file_off = match &spec.weights {
+        WeightsMode::External { file_name } => Some(add_str(&mut pool, file_name)),
+        _ => None,
+    };
+    let ios: Vec<&IoSpec> = prog.inputs.iter().chain(&prog.outputs).collect();
+    let mut io_offs = vec![];
+    for io in &ios {
+        let n = add_str(&mut pool, &io.name);
+        while pool.len() % 8 != 0 {
+            pool.push(0);
+        }
+        let s = pool.len();
+        for &d in &io.shape {
+            pool.extend((d as i64).to_le_bytes());
+        }
+        io_offs.push((n, s));
+    }
+    let pool_id = m.declare_data(&format!("{p}_meta"), Linkage::Local, false, false).map_err(module_err)?;
+    let mut d = DataDescription::new();
+    d.define(pool.into_boxed_slice());
+    d.set_align(8);
+    m.define_data(pool_id, &d).map_err(module_err)?;
+
+    let descs_id = m.declare_data(&format!("{p}_tensor_descs"), Linkage::Local, false, false).map_err(module_err)?;
+    let mut bytes = vec![0u8; 24 * ios.len().max(1)];
+    let mut d = DataDescription::new();
+    let gv_pool = m.declare_data_in_data(pool_id, &mut d);
+    for (i, io) in ios.iter().enumerate() {
+        let base = 24 * i;
+        bytes[base + 16..base + 20].copy_from_slice(&(io.shape.len() as u32).to_le_bytes());
+        bytes[base + 20..base + 24].copy_from_slice(&io.dtype.abi_code().to_le_bytes());
+        d.write_data_addr(base as u32, gv_pool, io_offs[i].0 as i64);
+        d.write_data_addr(base as u32 + 8, gv_pool, io_offs[i].1 as i64);
+    }
+    d.define(bytes.into_boxed_slice());
+    d.set_align(8);
+    m.define_data(descs_id, &d).map_err(module_err)?;
+
+    let desc_id = m.declare_data(&format!("{p}_desc"), Linkage::Local, false, false).map_err(module_err)?;
+    let mut b = vec![0u8; 80];
+    let put32 = |b: &mut Vec<u8>, o: usize, v: u32| b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+    let put64 = |b: &mut Vec<u8>, o: usize, v: u64| b[o..o + 8].copy_from_slice(&v.to_le_bytes());
+    put32(&mut b, 0, abi::MAGIC);
+    put32(&mut b, 4, abi::ABI_VERSION);
+    put32(&mut b, 32, prog.inputs.len() as u32);
+    put32(&mut b, 36, prog.outputs.len() as u32);
+    put64(&mut b, 40, prog.arena_size as u64);
+    put64(&mut b, 48, abi::ARENA_ALIGN);
+    let external = matches!(spec.weights, WeightsMode::External { .. });
+    put64(&mut b, 56, if external { layout.size as u64 } else { 0 });
+    put64(&mut b, 72, fingerprint);
+    let mut d = DataDescription::new();
+    let gv_pool = m.declare_data_in_data(pool_id, &mut d);
+    let gv_descs = m.declare_data_in_data(descs_id, &mut d);
+    d.write_data_addr(8, gv_pool, name_off as i64);
+    d.write_data_addr(16, gv_descs, 0);
+    d.write_data_addr(24, gv_descs, 24 * prog.inputs.len() as i64);
+    if let Some(o) = weights_file_off {
+        d.write_data_addr(64, gv_pool, o as i64);
+    }
+    d.define(b.into_boxed_slice());
+    d.set_align(8);
+    m.define_data(desc_id, &d).map_err(module_err)?;
+    Ok(desc_id)
+}
+
+/// Emits `p_run`.
+fn define_run<M: Module>(
+    m: &mut M,
+    prog: &Program,
+    spec: &ModuleSpec,
+    kernels: &[FuncId],
+    layout: &WeightsLayout,
+    weights_data: Option<DataId>,
+    fctx: &mut FunctionBuilderContext,
+) -> Result<FuncId, IrError> {
+    let ptr = types::I64;
+    let call_conv = m.target_config().default_call_conv;
+    let mut sig = ir::Signature::new(call_conv);
+    for t in [ptr, ptr, types::I32, ptr, types::I32, ptr, types::I64] {
+        sig.params.push(AbiParam::new(t));
+    }
+    sig.returns.push(AbiParam::new(types::I32));
+    let run = m.declare_function(&format!("{}_run", spec.prefix), Linkage::Export, &sig).map_err(module_err)?;
+    let mut ctx = m.make_context();
+    ctx.func.signature = sig;
+    let frefs: Vec<ir::FuncRef> = kernels.iter().map(|&k| m.declare_func_in_func(k, &mut ctx.func)).collect();
+    let weights_gv = weights_data.map(|d| m.declare_data_in_func(d, &mut ctx.func));
+    let flags = MemFlagsData::new().with_notrap();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
-        let p = b.block_params(entry).to_vec();
-        let (inputs, outputs, arena, weights) = (p[0], p[1], p[2], p[3]);
-        let pb = ptr.bytes() as i32;
+        let a = b.block_params(entry).to_vec();
+        let (ctxp, inputs, n_in, outputs, n_out, arena, arena_len) = (a[0], a[1], a[2], a[3], a[4], a[5], a[6]);
+        let fail = b.create_block();
+        let code = b.append_block_param(fail, types::I32);
+        // `bail_if(cond, status)`: return `status` when `cond` is true.
+        let bail_if = |b: &mut FunctionBuilder, cond: Value, st: Status| {
+            let next = b.create_block();
+            let c = b.ins().iconst(types::I32, st as i64);
+            b.ins().brif(cond, fail, &[BlockArg::Value(c)], next, &[]);
+            b.switch_to_block(next);
+        };
+        // Context: ABI version, parallel_for, weights (all optional when ctx is NULL).
+        let has_ctx = b.ins().icmp_imm_s(IntCC::NotEqual, ctxp, 0);
+        let with_ctx = b.create_block();
+        let after_ctx = b.create_block();
+        let pf = b.append_block_param(after_ctx, ptr);
+        let user = b.append_block_param(after_ctx, ptr);
+        let ext_w = b.append_block_param(after_ctx, ptr);
+        let zero = b.ins().iconst(ptr, 0);
+        b.ins().brif(has_ctx, with_ctx, &[], after_ctx, &[BlockArg::Value(zero), BlockArg::Value(zero), BlockArg::Value(zero)]);
+        b.switch_to_block(with_ctx);
+        let ver = b.ins().load(types::I32, flags, ctxp, off::CTX_ABI_VERSION);
+        let bad = b.ins().icmp_imm_s(IntCC::NotEqual, ver, abi::ABI_VERSION as i64);
+        bail_if(&mut b, bad, Status::AbiMismatch);
+        let pfv = b.ins().load(ptr, flags, ctxp, off::CTX_PARALLEL_FOR);
+        let uv = b.ins().load(ptr, flags, ctxp, off::CTX_PARALLEL_USER);
+        let wv = b.ins().load(ptr, flags, ctxp, off::CTX_WEIGHTS);
+        b.ins().jump(after_ctx, &[BlockArg::Value(pfv), BlockArg::Value(uv), BlockArg::Value(wv)]);
+        b.switch_to_block(after_ctx);
+        // Counts and NULLs.
+        let bad = b.ins().icmp_imm_s(IntCC::NotEqual, n_in, prog.inputs.len() as i64);
+        bail_if(&mut b, bad, Status::WrongCount);
+        let bad = b.ins().icmp_imm_s(IntCC::NotEqual, n_out, prog.outputs.len() as i64);
+        bail_if(&mut b, bad, Status::WrongCount);
+        for (arr, n) in [(inputs, prog.inputs.len()), (outputs, prog.outputs.len())] {
+            if n > 0 {
+                let bad = b.ins().icmp_imm_s(IntCC::Equal, arr, 0);
+                bail_if(&mut b, bad, Status::NullPointer);
+            }
+        }
+        if prog.arena_size > 0 {
+            let bad = b.ins().icmp_imm_s(IntCC::Equal, arena, 0);
+            bail_if(&mut b, bad, Status::NullPointer);
+            let bad = b.ins().icmp_imm_u(IntCC::UnsignedLessThan, arena_len, prog.arena_size as i64);
+            bail_if(&mut b, bad, Status::ArenaTooSmall);
+            let mis = b.ins().band_imm_s(arena, abi::ARENA_ALIGN as i64 - 1);
+            let bad = b.ins().icmp_imm_s(IntCC::NotEqual, mis, 0);
+            bail_if(&mut b, bad, Status::ArenaTooSmall);
+        }
+        // Weights base.
+        let wbase = match (&spec.weights, weights_gv) {
+            (WeightsMode::Embedded, Some(gv)) => Some(b.ins().symbol_value(ptr, gv)),
+            (WeightsMode::External { .. }, _) if layout.size > 0 => {
+                let bad = b.ins().icmp_imm_s(IntCC::Equal, ext_w, 0);
+                bail_if(&mut b, bad, Status::MissingWeights);
+                Some(ext_w)
+            }
+            _ => None,
+        };
+        // Every tensor: dtype, rank, extents, data, size.
+        let mut data_ptrs = vec![vec![], vec![]];
+        for (side, (arr, specs)) in [(inputs, &prog.inputs), (outputs, &prog.outputs)].into_iter().enumerate() {
+            for (j, io) in specs.iter().enumerate() {
+                let t = b.ins().iadd_imm_s(arr, j as i64 * off::TENSOR_SIZE as i64);
+                let dt = b.ins().load(types::I32, flags, t, off::TENSOR_DTYPE);
+                let bad = b.ins().icmp_imm_s(IntCC::NotEqual, dt, io.dtype.abi_code() as i64);
+                bail_if(&mut b, bad, Status::WrongDtype);
+                let rank = b.ins().load(types::I32, flags, t, off::TENSOR_RANK);
+                let bad = b.ins().icmp_imm_s(IntCC::NotEqual, rank, io.shape.len() as i64);
+                bail_if(&mut b, bad, Status::WrongShape);
+                if !io.shape.is_empty() {
+                    let sp = b.ins().load(ptr, flags, t, off::TENSOR_SHAPE);
+                    let bad = b.ins().icmp_imm_s(IntCC::Equal, sp, 0);
+                    bail_if(&mut b, bad, Status::NullPointer);
+                    for (d, &ext) in io.shape.iter().enumerate() {
+                        let v = b.ins().load(types::I64, flags, sp, 8 * d as i32);
+                        let bad = b.ins().icmp_imm_s(IntCC::NotEqual, v, ext as i64);
+                        bail_if(&mut b, bad, Status::WrongShape);
+                    }
+                }
+                let bytes = io.dtype.byte_len(io.shape.iter().product());
+                let data = b.ins().load(ptr, flags, t, off::TENSOR_DATA);
+                if bytes > 0 {
+                    let bad = b.ins().icmp_imm_s(IntCC::Equal, data, 0);
+                    bail_if(&mut b, bad, Status::NullPointer);
+                    let size = b.ins().load(types::I64, flags, t, off::TENSOR_SIZE_BYTES);
+                    let bad = b.ins().icmp_imm_u(IntCC::UnsignedLessThan, size, bytes as i64);
+                    bail_if(&mut b, bad, Status::BufferTooSmall);
+                }
+                data_ptrs[side].push(data);
+            }
+        }
+        // The kernels, in order.
+        let pb = 8i32;
         let max_args = prog.steps.iter().map(|s| s.args.len()).max().unwrap_or(0).max(1);
         let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, max_args as u32 * pb as u32, 3));
-        let fail = b.create_block();
-        let status_param = b.append_block_param(fail, types::I32);
-        let flags = MemFlagsData::new().with_notrap();
-        let mut frefs = vec![];
-        for &k in &kernels {
-            frefs.push(m.declare_func_in_func(k, b.func));
+        let mut pf_sig = ir::Signature::new(call_conv);
+        for t in [ptr, ptr, ptr, types::I64] {
+            pf_sig.params.push(AbiParam::new(t));
         }
+        pf_sig.returns.push(AbiParam::new(types::I32));
+        let pf_sigref = b.import_signature(pf_sig);
         for step in &prog.steps {
             for (s, &buf) in step.args.iter().enumerate() {
                 let v = match prog.buffers[buf].kind {
-                    BufferKind::Input(j) => b.ins().load(ptr, flags, inputs, j as i32 * pb),
-                    BufferKind::Output(j) => b.ins().load(ptr, flags, outputs, j as i32 * pb),
-                    BufferKind::Weight(w) => b.ins().load(ptr, flags, weights, w as i32 * pb),
+                    BufferKind::Input(j) => data_ptrs[0][j],
+                    BufferKind::Output(j) => data_ptrs[1][j],
+                    BufferKind::Weight(w) => match (&spec.weights, wbase) {
+                        (WeightsMode::Absolute(addrs), _) => b.ins().iconst(ptr, addrs[w] as i64),
+                        (_, Some(base)) => b.ins().iadd_imm_s(base, layout.offsets[w] as i64),
+                        _ => unreachable!("weights without a base"),
+                    },
                     BufferKind::Temp { offset } => b.ins().iadd_imm_s(arena, offset as i64),
                 };
                 b.ins().stack_store(ptr, v, slot, s as i32 * pb);
@@ -100,21 +404,37 @@ pub fn define_program<M: Module>(m: &mut M, prog: &Program, prefix: &str, run_li
             let extent = k.extent(k.domain[0]);
             let lo = b.ins().iconst(types::I64, 0);
             let hi = b.ins().iconst(types::I64, extent);
+            let done = b.create_block();
+            let st = b.append_block_param(done, types::I32);
+            if k.parallel_safe() && extent >= 2 {
+                let par = b.create_block();
+                let seq = b.create_block();
+                let has_pf = b.ins().icmp_imm_s(IntCC::NotEqual, pf, 0);
+                b.ins().brif(has_pf, par, &[], seq, &[]);
+                b.switch_to_block(par);
+                let faddr = b.ins().func_addr(ptr, frefs[step.kernel]);
+                let call = b.ins().call_indirect(pf_sigref, pf, &[user, faddr, table, hi]);
+                let r = b.inst_results(call)[0];
+                b.ins().jump(done, &[BlockArg::Value(r)]);
+                b.switch_to_block(seq);
+            }
             let call = b.ins().call(frefs[step.kernel], &[table, lo, hi]);
-            let st = b.inst_results(call)[0];
-            let next = b.create_block();
+            let r = b.inst_results(call)[0];
+            b.ins().jump(done, &[BlockArg::Value(r)]);
+            b.switch_to_block(done);
             let bad = b.ins().icmp_imm_s(IntCC::NotEqual, st, 0);
-            b.ins().brif(bad, fail, &[ir::BlockArg::Value(st)], next, &[]);
+            let next = b.create_block();
+            b.ins().brif(bad, fail, &[BlockArg::Value(st)], next, &[]);
             b.switch_to_block(next);
         }
-        let zero = b.ins().iconst(types::I32, 0);
-        b.ins().return_(&[zero]);
+        let ok = b.ins().iconst(types::I32, 0);
+        b.ins().return_(&[ok]);
         b.switch_to_block(fail);
-        b.ins().return_(&[status_param]);
+        b.ins().return_(&[code]);
         b.seal_all_blocks();
         b.finalize(m.isa().frontend_config());
     }
-    m.define_function(run, &mut ctx).map_err(|e| module_err(format!("driver: {e:?}")))?;
+    m.define_function(run, &mut ctx).map_err(|e| module_err(format!("{}_run: {e:?}", spec.prefix)))?;
     m.clear_context(&mut ctx);
-    Ok(EmittedProgram { run, kernels })
+    Ok(run)
 }

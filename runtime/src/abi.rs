@@ -1,0 +1,193 @@
+//! The module ABI: the C structures and constants shared by generated modules and every host
+//! (this crate's loader, the generated C header and Rust bindings). `#[repr(C)]`, 64-bit targets.
+//!
+//! A module with prefix `p` exports exactly:
+//!
+//! ```c
+//! int32_t p_run(const odc_context *ctx, const odc_tensor *inputs, uint32_t n_inputs,
+//!               odc_tensor *outputs, uint32_t n_outputs, void *arena, uint64_t arena_size);
+//! uint64_t p_arena_size(void);
+//! const odc_module_desc *p_describe(void);
+//! ```
+//!
+//! and has no undefined symbols. The only host code it ever calls is the optional
+//! `parallel_for` function pointer passed in the context.
+
+use core::ffi::{c_char, c_void};
+
+/// Bumped on any incompatible change of the structures or symbols below.
+pub const ABI_VERSION: u32 = 1;
+/// `odc_module_desc::magic`: the bytes "ODCm".
+pub const MAGIC: u32 = u32::from_le_bytes(*b"ODCm");
+/// Required alignment of the arena.
+pub const ARENA_ALIGN: u64 = 64;
+
+/// A kernel: runs iterations `lo..hi` of its outermost loop over the buffers in `args`.
+pub type KernelFn = unsafe extern "C" fn(args: *const *mut u8, lo: i64, hi: i64) -> i32;
+
+/// Host-provided parallel loop: run `kernel(args, lo, hi)` over sub-ranges covering `0..n`
+/// (concurrently, in any split), return 0 or the first non-zero status.
+pub type ParallelForFn = unsafe extern "C" fn(user: *mut c_void, kernel: KernelFn, args: *const *mut u8, n: i64) -> i32;
+
+/// A tensor passed to `run`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OdcTensor {
+    pub data: *mut c_void,
+    /// `rank` extents.
+    pub shape: *const i64,
+    /// Bytes available at `data`.
+    pub size_bytes: u64,
+    pub rank: u32,
+    /// ONNX `TensorProto.DataType` code.
+    pub dtype: u32,
+}
+
+/// Per-call context (may be NULL: single-threaded, embedded weights).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OdcContext {
+    pub abi_version: u32,
+    pub num_threads: u32,
+    /// Base of the external weights file's contents, when the module has one.
+    pub weights: *const c_void,
+    pub parallel_for: Option<ParallelForFn>,
+    pub parallel_user: *mut c_void,
+}
+
+/// Static description of an input or output.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OdcTensorDesc {
+    pub name: *const c_char,
+    pub shape: *const i64,
+    pub rank: u32,
+    pub dtype: u32,
+}
+
+/// What `p_describe()` returns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OdcModuleDesc {
+    pub magic: u32,
+    pub abi_version: u32,
+    pub name: *const c_char,
+    pub inputs: *const OdcTensorDesc,
+    pub outputs: *const OdcTensorDesc,
+    pub num_inputs: u32,
+    pub num_outputs: u32,
+    pub arena_size: u64,
+    pub arena_align: u64,
+    /// Size of the external weights file (0 when weights are embedded).
+    pub weights_size: u64,
+    /// File name of the external weights (NULL when embedded).
+    pub weights_file: *const c_char,
+    /// Fingerprint of the external weights (see [`fingerprint`]).
+    pub weights_fingerprint: u64,
+}
+
+/// Status codes returned by `run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum Status {
+    Ok = 0,
+    /// A data-dependent index (Gather, Scatter) was out of range.
+    IndexOutOfRange = 1,
+    NullPointer = 2,
+    WrongCount = 3,
+    WrongDtype = 4,
+    WrongShape = 5,
+    BufferTooSmall = 6,
+    ArenaTooSmall = 7,
+    AbiMismatch = 8,
+    MissingWeights = 9,
+}
+
+impl Status {
+    pub fn from_code(c: i32) -> Option<Status> {
+        use Status::*;
+        Some(match c {
+            0 => Ok,
+            1 => IndexOutOfRange,
+            2 => NullPointer,
+            3 => WrongCount,
+            4 => WrongDtype,
+            5 => WrongShape,
+            6 => BufferTooSmall,
+            7 => ArenaTooSmall,
+            8 => AbiMismatch,
+            9 => MissingWeights,
+            _ => return None,
+        })
+    }
+
+    pub fn message(self) -> &'static str {
+        use Status::*;
+        match self {
+            Ok => "ok",
+            IndexOutOfRange => "an index input was out of range",
+            NullPointer => "a required pointer was NULL",
+            WrongCount => "wrong number of inputs or outputs",
+            WrongDtype => "a tensor has the wrong element type",
+            WrongShape => "a tensor has the wrong shape",
+            BufferTooSmall => "a tensor buffer is smaller than its shape needs",
+            ArenaTooSmall => "the arena is too small or not 64-byte aligned",
+            AbiMismatch => "the context was built for a different ABI version",
+            MissingWeights => "the module needs its external weights and the context has none",
+        }
+    }
+}
+
+/// Fingerprint of a weights blob: FNV-1a over its length and its first and last MiB. Detects a
+/// wrong or truncated file without hashing hundreds of megabytes at load time.
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    const MIB: usize = 1 << 20;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    };
+    for b in (bytes.len() as u64).to_le_bytes() {
+        eat(b);
+    }
+    let head = &bytes[..bytes.len().min(MIB)];
+    let tail = &bytes[bytes.len().saturating_sub(MIB).max(head.len())..];
+    head.iter().chain(tail).for_each(|&b| eat(b));
+    h
+}
+
+// Layout checks: generated code addresses these fields by offset.
+const _: () = {
+    assert!(core::mem::size_of::<OdcTensor>() == 32);
+    assert!(core::mem::size_of::<OdcContext>() == 32);
+    assert!(core::mem::size_of::<OdcTensorDesc>() == 24);
+    assert!(core::mem::size_of::<OdcModuleDesc>() == 80);
+};
+
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(OdcTensor, data) == offsets::TENSOR_DATA as usize);
+    assert!(offset_of!(OdcTensor, shape) == offsets::TENSOR_SHAPE as usize);
+    assert!(offset_of!(OdcTensor, size_bytes) == offsets::TENSOR_SIZE_BYTES as usize);
+    assert!(offset_of!(OdcTensor, rank) == offsets::TENSOR_RANK as usize);
+    assert!(offset_of!(OdcTensor, dtype) == offsets::TENSOR_DTYPE as usize);
+    assert!(offset_of!(OdcContext, abi_version) == offsets::CTX_ABI_VERSION as usize);
+    assert!(offset_of!(OdcContext, weights) == offsets::CTX_WEIGHTS as usize);
+    assert!(offset_of!(OdcContext, parallel_for) == offsets::CTX_PARALLEL_FOR as usize);
+    assert!(offset_of!(OdcContext, parallel_user) == offsets::CTX_PARALLEL_USER as usize);
+    assert!(offset_of!(OdcModuleDesc, weights_file) == 64);
+};
+
+/// Field offsets, for code generators.
+pub mod offsets {
+    pub const TENSOR_SIZE: i32 = 32;
+    pub const TENSOR_DATA: i32 = 0;
+    pub const TENSOR_SHAPE: i32 = 8;
+    pub const TENSOR_SIZE_BYTES: i32 = 16;
+    pub const TENSOR_RANK: i32 = 24;
+    pub const TENSOR_DTYPE: i32 = 28;
+    pub const CTX_ABI_VERSION: i32 = 0;
+    pub const CTX_WEIGHTS: i32 = 8;
+    pub const CTX_PARALLEL_FOR: i32 = 16;
+    pub const CTX_PARALLEL_USER: i32 = 24;
+}

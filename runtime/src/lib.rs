@@ -1,0 +1,23 @@
+//! `odc-runtime`: what an application needs to use a compiled odc module, and nothing else.
+//!
+//! Owns: the module ABI ([`abi`]: the `#[repr(C)]` structures, status codes and layout that
+//! generated code and every host share), and, with the `std` feature, a [`loader`] for shared
+//! modules (`dlopen`, magic and ABI-version checks, external weights, input validation) and the
+//! [`pool::ThreadPool`] behind the modules' parallel-loop callback.
+//!
+//! Must not: contain math kernels (every kernel is generated code) or depend on any compiler
+//! crate. Without `std` only [`abi`] remains, for `no_std` hosts that link modules statically.
+
+#![cfg_attr(not(feature = "std"), no_std)]
+
+pub mod abi;
+#[cfg(feature = "std")]
+pub mod loader;
+#[cfg(feature = "std")]
+pub mod pool;
+
+pub use abi::Status;
+#[cfg(feature = "std")]
+pub use loader::{LoadError, Module, ModuleInfo, RunError, TensorInfo};
+#[cfg(feature = "std")]
+pub use pool::ThreadPool;
