@@ -6,7 +6,8 @@
 //!                    ▼
 //!              codegen (one Cranelift function per kernel) + module (driver `run`)
 //!                    ▼
-//!              jit (in-process)  |  object (relocatable ELF for any supported triple)
+//!              jit (in-process)  |  aot: object (ELF for any supported triple), archive,
+//!                                   shared library, C header, Rust binding
 //! ```
 //!
 //! Owns: the kernel IR, lowering of primitives (and fused groups) to loop nests, the math
@@ -14,6 +15,8 @@
 //!
 //! Must not: depend on the runtime's internals, or link any math routine not generated here.
 
+pub mod aot;
+pub mod bindings;
 pub mod codegen;
 pub mod jit;
 pub mod kernel;

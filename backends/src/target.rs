@@ -79,12 +79,8 @@ pub fn build_isa(spec: &TargetSpec, pic: bool, opt_speed: bool) -> Result<(Tripl
             None | Some("generic") | Some("baseline") => match arch {
                 // x86-64-v2: SSE4.2 and POPCNT, which every x86_64 machine of the last decade has.
                 Architecture::X86_64 => enable(&mut isa_b, "x86-64-v2")?,
-                // RV64GC: integer multiply, atomics, single and double floats, compressed.
-                Architecture::Riscv64(_) => {
-                    for f in ["has_m", "has_a", "has_f", "has_d", "has_c", "has_zicsr", "has_zifencei"] {
-                        set(&mut isa_b, f, "true")?;
-                    }
-                }
+                // RV64GC: Cranelift's defaults (M, A, F, D, Zicsr, Zifencei) plus compressed.
+                Architecture::Riscv64(_) => enable(&mut isa_b, "has_c")?,
                 // ARMv8.0-A with NEON is Cranelift's aarch64 default.
                 _ => {}
             },
@@ -106,7 +102,8 @@ pub fn build_isa(spec: &TargetSpec, pic: bool, opt_speed: bool) -> Result<(Tripl
             _ => (true, f.as_str()),
         };
         let key = format!("has_{}", name.replace('.', "").replace('-', "_"));
-        if isa_b.set(&key, if on { "true" } else { "false" }).is_err() {
+        let ok = isa_b.set(&key, if on { "true" } else { "false" }).is_ok() || (on && isa_b.enable(&key).is_ok());
+        if !ok {
             let probe = cranelift_codegen::isa::lookup(triple.clone()).map_err(|e| err(e.to_string()))?;
             let isa = probe.finish(settings::Flags::new(settings::builder())).map_err(|e| err(e.to_string()))?;
             let mut names: Vec<String> =

@@ -11,7 +11,10 @@
 
 pub mod npy;
 
-use odc_backends::{lower, JitEvaluator, JitProgram, OptLevel, Program};
+use odc_backends::aot::{self, AotOptions, WeightsPlacement};
+use odc_backends::target::TargetSpec;
+use odc_backends::{bindings, lower, JitEvaluator, JitProgram, OptLevel, Program};
+use std::path::PathBuf;
 use odc_frontend::onnx::{self, ImportOptions};
 use odc_frontend::FrontendError;
 use odc_ir::{Graph, IrError};
@@ -130,4 +133,102 @@ pub fn plan(g: &Graph, timings: &mut Timings) -> Result<Program, Error> {
 pub fn compile_jit(g: &Graph, opts: &CompileOptions, timings: &mut Timings) -> Result<JitProgram, Error> {
     let prog = plan(g, timings)?;
     Ok(timings.record("codegen", || JitProgram::compile(prog, opts.opt_level))?)
+}
+
+/// An artifact `odc compile` can write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emit {
+    Obj,
+    StaticLib,
+    SharedLib,
+    Header,
+    Rust,
+}
+
+impl Emit {
+    pub fn parse_list(s: &str) -> Result<Vec<Emit>, Error> {
+        s.split(',')
+            .filter(|x| !x.is_empty())
+            .map(|x| match x.trim() {
+                "obj" => Ok(Emit::Obj),
+                "staticlib" => Ok(Emit::StaticLib),
+                "sharedlib" => Ok(Emit::SharedLib),
+                "header" => Ok(Emit::Header),
+                "rust" => Ok(Emit::Rust),
+                other => Err(Error::Usage(format!("unknown --emit kind '{other}'; use obj, staticlib, sharedlib, header, rust"))),
+            })
+            .collect()
+    }
+}
+
+/// An ahead-of-time build request.
+#[derive(Clone, Debug)]
+pub struct AotRequest {
+    pub target: TargetSpec,
+    /// Symbol prefix; defaults to the model file's stem.
+    pub prefix: Option<String>,
+    pub emit: Vec<Emit>,
+    pub weights: WeightsPlacement,
+    pub linker: Option<String>,
+    /// `dir/name.o`, `dir/name` or a directory: artifacts are `name.o`, `libname.a`, `libname.so`,
+    /// `name.h`, `name.rs` (and `<prefix>.weights`) in that directory.
+    pub output: PathBuf,
+}
+
+/// The default symbol prefix for a model file.
+pub fn default_prefix(model: &Path) -> String {
+    bindings::ident(&model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()))
+}
+
+/// Compile a model ahead of time; returns the files written.
+pub fn compile_aot(model: &Path, opts: &CompileOptions, req: &AotRequest, timings: &mut Timings) -> Result<Vec<PathBuf>, Error> {
+    let prefix = req.prefix.clone().unwrap_or_else(|| default_prefix(model));
+    let (dir, stem) = if req.output.is_dir() || req.output.as_os_str().to_string_lossy().ends_with('/') {
+        (req.output.clone(), prefix.clone())
+    } else {
+        let stem = req.output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| prefix.clone());
+        let dir = req.output.parent().map(|p| p.to_path_buf()).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
+        (dir, stem)
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Usage(format!("cannot create {}: {e}", dir.display())))?;
+    let g = import_onnx(model, opts, timings)?;
+    let prog = plan(&g, timings)?;
+    let aot_opts = AotOptions { target: req.target.clone(), prefix: prefix.clone(), weights: req.weights, opt_speed: opts.opt_level == OptLevel::Speed };
+    let module = timings.record("codegen", || aot::compile_object(&prog, &aot_opts))?;
+    let mut written = vec![];
+    let write = |path: PathBuf, bytes: &[u8], written: &mut Vec<PathBuf>| -> Result<(), Error> {
+        std::fs::write(&path, bytes).map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
+        written.push(path);
+        Ok(())
+    };
+    let obj_path = dir.join(format!("{stem}.o"));
+    let model_name = model.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let wants = |e: Emit| req.emit.contains(&e);
+    if wants(Emit::Obj) || wants(Emit::SharedLib) {
+        write(obj_path.clone(), &module.object, &mut written)?;
+    }
+    if wants(Emit::StaticLib) {
+        let a = aot::static_library(&module.object, &format!("{stem}.o"))?;
+        write(dir.join(format!("lib{stem}.a")), &a, &mut written)?;
+    }
+    if wants(Emit::SharedLib) {
+        let so = dir.join(format!("lib{stem}.so"));
+        timings.record("link", || aot::link_shared(&obj_path, &so, &module.triple, req.linker.as_deref()))?;
+        written.push(so);
+        if !wants(Emit::Obj) {
+            let _ = std::fs::remove_file(&obj_path);
+            written.retain(|p| p != &obj_path);
+        }
+    }
+    if wants(Emit::Header) {
+        write(dir.join(format!("{stem}.h")), bindings::c_header(&prog, &prefix, &model_name).as_bytes(), &mut written)?;
+    }
+    if wants(Emit::Rust) {
+        let rs = bindings::rust_binding(&prog, &prefix, &model_name, module.weights_file.is_some());
+        write(dir.join(format!("{stem}.rs")), rs.as_bytes(), &mut written)?;
+    }
+    if let Some((name, blob)) = &module.weights_file {
+        write(dir.join(name), blob, &mut written)?;
+    }
+    Ok(written)
 }

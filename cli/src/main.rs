@@ -51,6 +51,35 @@ enum Cmd {
         #[command(flatten)]
         m: ModelArgs,
     },
+    /// Compile ahead of time into an object, libraries and bindings for a target.
+    Compile {
+        #[command(flatten)]
+        m: ModelArgs,
+        /// Target triple or x86_64 / aarch64 / riscv64 (default: the host).
+        #[arg(long)]
+        target: Option<String>,
+        /// CPU preset (x86_64: x86-64-v2, x86-64-v3, haswell, ...; native for the host's).
+        #[arg(long)]
+        cpu: Option<String>,
+        /// Feature toggles, comma separated: +fma,+avx2,-avx,+dotprod,+v, ...
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
+        /// What to write: obj, staticlib, sharedlib, header, rust (comma separated).
+        #[arg(long, default_value = "obj,header")]
+        emit: String,
+        /// Symbol prefix (default: the model file's stem).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Weights: embedded in the object, external (a .weights file), or auto (external above 128 MiB).
+        #[arg(long, default_value = "auto")]
+        weights: String,
+        /// Linker for sharedlib (default: cc, or the target's Debian cross gcc).
+        #[arg(long)]
+        linker: Option<String>,
+        /// Output: dir/name.o (other artifacts beside it), or a directory.
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+    },
     /// Show the imported graph and the kernel plan.
     Inspect {
         #[command(flatten)]
@@ -234,11 +263,57 @@ fn inspect(m: &ModelArgs, show_graph: bool, show_kernels: bool) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
+fn compile(
+    m: &ModelArgs,
+    target: Option<String>,
+    cpu: Option<String>,
+    features: Vec<String>,
+    emit: &str,
+    prefix: Option<String>,
+    weights: &str,
+    linker: Option<String>,
+    output: PathBuf,
+) -> Result<()> {
+    let opts = compile_options(m)?;
+    let weights = match weights {
+        "auto" => odc_backends::aot::WeightsPlacement::Auto,
+        "embedded" | "embed" => odc_backends::aot::WeightsPlacement::Embedded,
+        "external" => odc_backends::aot::WeightsPlacement::External,
+        w => bail!("--weights must be auto, embedded or external, not '{w}'"),
+    };
+    let req = odc::AotRequest {
+        target: odc_backends::target::TargetSpec { triple: target, cpu, features: features.into_iter().filter(|f| !f.is_empty()).collect() },
+        prefix,
+        emit: odc::Emit::parse_list(emit)?,
+        weights,
+        linker,
+        output,
+    };
+    let mut timings = Timings::default();
+    for f in odc::compile_aot(&m.model, &opts, &req, &mut timings)? {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match &cli.cmd {
         Cmd::Run { m, inputs, output_dir, print, timings } => run(m, inputs, output_dir.as_deref(), *print, *timings).map(|_| true),
         Cmd::Check { m } => check(m),
+        Cmd::Compile { m, target, cpu, features, emit, prefix, weights, linker, output } => compile(
+            m,
+            target.clone(),
+            cpu.clone(),
+            features.clone(),
+            emit,
+            prefix.clone(),
+            weights,
+            linker.clone(),
+            output.clone(),
+        )
+        .map(|_| true),
         Cmd::Inspect { m, graph, kernels } => inspect(m, *graph, *kernels).map(|_| true),
     };
     match r {
