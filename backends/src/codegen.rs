@@ -26,6 +26,9 @@ pub struct CodegenOptions {
     pub vectorize: bool,
     /// The target has a fused multiply-add (otherwise `Fma` is a multiply and an add).
     pub has_fma: bool,
+    /// The target rounds floats to integers natively (x86_64 needs SSE4.1). Without it rounding
+    /// is built from adds of 2^23 / 2^52, so no libcall is ever emitted.
+    pub native_rounding: bool,
 }
 
 const LANES: usize = 4;
@@ -553,6 +556,9 @@ impl<'k, 'f> Cg<'k, 'f> {
     }
 
     fn unary_s(&mut self, op: KUnary, ty: DType, x: Value) -> Value {
+        if !self.opts.native_rounding && matches!(op, KUnary::Floor | KUnary::Ceil | KUnary::Trunc | KUnary::Nearest) {
+            return self.round_soft(op, ty, x);
+        }
         let ins = self.b.ins();
         let f = ty.is_float();
         match op {
@@ -582,7 +588,7 @@ impl<'k, 'f> Cg<'k, 'f> {
             KBinary::Rem if f => {
                 // fmod: x - trunc(x / y) * y
                 let q = self.b.ins().fdiv(x, y);
-                let q = self.b.ins().trunc(q);
+                let q = if self.opts.native_rounding { self.b.ins().trunc(q) } else { self.round_soft(KUnary::Trunc, ty, q) };
                 let p = self.b.ins().fmul(q, y);
                 let r = self.b.ins().fsub(x, p);
                 // Keep the dividend's sign on a zero result (fmod(-4, 2) == -0).
@@ -707,6 +713,88 @@ impl<'k, 'f> Cg<'k, 'f> {
                 } else {
                     self.b.ins().uextend(tt, x)
                 }
+            }
+        }
+    }
+
+    /// `copysign(x, s)` with bit masks (works for scalars and vectors on every target).
+    fn copysign_bits(&mut self, x: Value, s: Value, ty: DType) -> Value {
+        let vt = self.b.func.dfg.value_type(x);
+        let (it, sign) = match (ty, vt.is_vector()) {
+            (DType::F64, false) => (types::I64, i64::MIN),
+            (_, false) => (types::I32, i32::MIN as i64),
+            (DType::F64, true) => (types::I64X2, i64::MIN),
+            (_, true) => (types::I32X4, i32::MIN as i64),
+        };
+        let fl = if vt.is_vector() { bflags() } else { MemFlagsData::new() };
+        let xb = self.b.ins().bitcast(it, fl, x);
+        let sb = self.b.ins().bitcast(it, fl, s);
+        let lane = it.lane_type();
+        let m = self.b.ins().iconst(lane, sign);
+        let m = if vt.is_vector() { self.b.ins().splat(it, m) } else { m };
+        let mag = self.b.ins().band_not(xb, m);
+        let sg = self.b.ins().band(sb, m);
+        let r = self.b.ins().bor(mag, sg);
+        self.b.ins().bitcast(vt, fl, r)
+    }
+
+    /// Floor/ceil/trunc/nearest without rounding instructions: adding and subtracting 2^23
+    /// (2^52 for f64) rounds to nearest-even; floor and ceil correct that by one; trunc is the
+    /// floor of the magnitude. Works on scalars and vectors.
+    fn round_soft(&mut self, op: KUnary, ty: DType, x: Value) -> Value {
+        let vt = self.b.func.dfg.value_type(x);
+        let f64_ = ty == DType::F64;
+        let scalar_const = |b: &mut FunctionBuilder, v: f64| if f64_ { b.ins().f64const(v) } else { b.ins().f32const(v as f32) };
+        let c = |b: &mut FunctionBuilder, v: f64| {
+            let s = scalar_const(b, v);
+            if vt.is_vector() {
+                b.ins().splat(vt, s)
+            } else {
+                s
+            }
+        };
+        let cmp = |b: &mut FunctionBuilder, cc: FloatCC, a: Value, bb: Value| {
+            let m = b.ins().fcmp(cc, a, bb);
+            if vt.is_vector() {
+                b.ins().bitcast(vt, bflags(), m)
+            } else {
+                m
+            }
+        };
+        let sel = |b: &mut FunctionBuilder, m: Value, a: Value, bb: Value| {
+            if vt.is_vector() {
+                b.ins().bitselect(m, a, bb)
+            } else {
+                b.ins().select(m, a, bb)
+            }
+        };
+        let magic = if f64_ { 4_503_599_627_370_496.0 } else { 8_388_608.0 };
+        let src = if op == KUnary::Trunc { self.b.ins().fabs(x) } else { x };
+        let big = c(&mut self.b, magic);
+        let m = self.copysign_bits(big, src, ty);
+        let t = self.b.ins().fadd(src, m);
+        let r = self.b.ins().fsub(t, m);
+        let r = self.copysign_bits(r, src, ty);
+        let ax = self.b.ins().fabs(src);
+        let integral = cmp(&mut self.b, FloatCC::GreaterThanOrEqual, ax, big);
+        let nearest = sel(&mut self.b, integral, src, r);
+        let one = c(&mut self.b, 1.0);
+        match op {
+            KUnary::Nearest => nearest,
+            KUnary::Floor | KUnary::Trunc => {
+                let above = cmp(&mut self.b, FloatCC::GreaterThan, nearest, src);
+                let down = self.b.ins().fsub(nearest, one);
+                let fl = sel(&mut self.b, above, down, nearest);
+                if op == KUnary::Trunc {
+                    self.copysign_bits(fl, x, ty)
+                } else {
+                    fl
+                }
+            }
+            _ => {
+                let below = cmp(&mut self.b, FloatCC::LessThan, nearest, src);
+                let up = self.b.ins().fadd(nearest, one);
+                sel(&mut self.b, below, up, nearest)
             }
         }
     }
@@ -932,6 +1020,9 @@ impl<'k, 'f> Cg<'k, 'f> {
             Expr::Unary(op, a) => {
                 let at = self.k.ty(a);
                 let x = self.as_vector(a, at);
+                if ty == DType::F32 && !self.opts.native_rounding && matches!(op, KUnary::Floor | KUnary::Ceil | KUnary::Trunc | KUnary::Nearest) {
+                    return self.round_soft(op, ty, x);
+                }
                 let ins = self.b.ins();
                 match (op, ty) {
                     (KUnary::Neg, DType::F32) => ins.fneg(x),
@@ -1003,7 +1094,7 @@ impl<'k, 'f> Cg<'k, 'f> {
                 KBinary::Max => ins.fmax(x, y),
                 KBinary::Rem => {
                     let q = ins.fdiv(x, y);
-                    let q = self.b.ins().trunc(q);
+                    let q = if self.opts.native_rounding { self.b.ins().trunc(q) } else { self.round_soft(KUnary::Trunc, ty, q) };
                     let p = self.b.ins().fmul(q, y);
                     let r = self.b.ins().fsub(x, p);
                     // copysign(r, x) with bit masks (no vector fcopysign on every target)

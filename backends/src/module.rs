@@ -86,14 +86,14 @@ fn module_err(e: impl std::fmt::Display) -> IrError {
 /// Code generation options derived from the module's target.
 pub fn options_for(isa: &dyn TargetIsa) -> CodegenOptions {
     let flag = |name: &str| isa.isa_flags().iter().any(|f| f.name == name && f.as_bool() == Some(true));
-    let (has_fma, vectorize) = match isa.triple().architecture {
-        target_lexicon::Architecture::X86_64 => (flag("has_fma"), true),
-        target_lexicon::Architecture::Aarch64(_) => (true, true),
-        // Cranelift's riscv64 SIMD needs the V extension.
-        target_lexicon::Architecture::Riscv64(_) => (true, flag("has_v")),
-        _ => (false, false),
+    let (has_fma, vectorize, native_rounding) = match isa.triple().architecture {
+        target_lexicon::Architecture::X86_64 => (flag("has_fma"), true, flag("has_sse41")),
+        target_lexicon::Architecture::Aarch64(_) => (true, true, true),
+        // Cranelift's riscv64 SIMD needs the V extension; scalar rounding is native.
+        target_lexicon::Architecture::Riscv64(_) => (true, flag("has_v"), true),
+        _ => (false, false, false),
     };
-    CodegenOptions { vectorize, has_fma }
+    CodegenOptions { vectorize, has_fma, native_rounding }
 }
 
 /// Define every kernel, the weights, the descriptor and the three entry points in `m`.
@@ -393,7 +393,8 @@ fn define_run<M: Module>(
                     BufferKind::Weight(w) => match (&spec.weights, wbase) {
                         (WeightsMode::Absolute(addrs), _) => b.ins().iconst(ptr, addrs[w] as i64),
                         (_, Some(base)) => b.ins().iadd_imm_s(base, layout.offsets[w] as i64),
-                        _ => unreachable!("weights without a base"),
+                        // Only empty weights have no blob; a zero-size buffer is never read.
+                        _ => b.ins().iconst(ptr, 0),
                     },
                     BufferKind::Temp { offset } => b.ins().iadd_imm_s(arena, offset as i64),
                 };

@@ -176,9 +176,40 @@ fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     (0..).map(|i| dir.join(format!("{prefix}_{i}.pb"))).take_while(|p| p.exists()).collect()
 }
 
-/// Run one node-test case directory.
+/// How a case is executed.
+#[derive(Clone, Debug)]
+pub enum Engine {
+    /// In-process JIT.
+    Jit,
+    /// Compiled ahead of time for a target, linked with the C harness and run natively or under
+    /// qemu-user.
+    Aot(AotTarget),
+}
+
+/// A target for [`Engine::Aot`].
+#[derive(Clone, Debug)]
+pub struct AotTarget {
+    /// Short form: x86_64, aarch64 or riscv64.
+    pub arch: String,
+    pub cpu: Option<String>,
+    /// Scratch directory for objects and executables.
+    pub work: PathBuf,
+}
+
+impl AotTarget {
+    fn cc(&self) -> String {
+        if self.arch == "x86_64" { "cc".into() } else { format!("{}-linux-gnu-gcc", self.arch) }
+    }
+}
+
+/// Run one node-test case directory through the JIT.
 pub fn run_case(dir: &Path) -> Outcome {
-    match std::panic::catch_unwind(|| run_case_inner(dir)) {
+    run_case_with(dir, &Engine::Jit)
+}
+
+/// Run one node-test case directory with `engine`.
+pub fn run_case_with(dir: &Path, engine: &Engine) -> Outcome {
+    match std::panic::catch_unwind(|| run_case_inner(dir, engine)) {
         Ok(o) => o,
         Err(p) => {
             let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
@@ -187,7 +218,7 @@ pub fn run_case(dir: &Path) -> Outcome {
     }
 }
 
-fn run_case_inner(dir: &Path) -> Outcome {
+fn run_case_inner(dir: &Path, engine: &Engine) -> Outcome {
     let model = match onnx::load_model(&dir.join("model.onnx")) {
         Ok(m) => m,
         Err(e) => return Outcome::Fail(e.to_string()),
@@ -247,29 +278,18 @@ fn run_case_inner(dir: &Path) -> Outcome {
                 }
             }
         };
-        let jit = match odc::compile_jit(&g, &opts, &mut timings) {
-            Ok(j) => j,
-            Err(e) => return Outcome::Fail(e.to_string()),
+        let outs = match engine {
+            Engine::Jit => run_jit(&g, &opts, &inputs, dir),
+            Engine::Aot(t) => run_aot(&g, &inputs, t, dir),
         };
-        if std::env::var_os("ODC_REPORT_FROZEN").is_some() && jit.inputs().len() < inputs.len() {
-            eprintln!("FROZEN {} {}/{}", dir.display(), inputs.len() - jit.inputs().len(), inputs.len());
-        }
-        // Inputs specialised at compile time are no longer part of the signature.
-        let mut bufs: Vec<&[u8]> = vec![];
-        for spec in jit.inputs() {
-            match inputs.iter().find(|(n, _)| *n == spec.name) {
-                Some((_, t)) => bufs.push(t.bytes()),
-                None => return Outcome::Fail(format!("no test data for input '{}'", spec.name)),
-            }
-        }
-        let outs = match jit.run(&bufs) {
+        let outs = match outs {
             Ok(o) => o,
-            Err(e) => return Outcome::Fail(format!("run: {e}")),
+            Err(o) => return o,
         };
         if outs.len() != expected.len() {
             return Outcome::Fail(format!("{} outputs, expected {}", outs.len(), expected.len()));
         }
-        for ((spec, bytes), want) in jit.outputs().iter().zip(outs).zip(&expected) {
+        for ((spec, bytes), want) in outs.into_iter().zip(&expected) {
             let got = match Tensor::new(spec.dtype, spec.shape.clone(), odc_ir::Bytes::from_vec(bytes)) {
                 Ok(t) => t,
                 Err(e) => return Outcome::Fail(e.to_string()),
@@ -280,6 +300,79 @@ fn run_case_inner(dir: &Path) -> Outcome {
         }
     }
     Outcome::Pass
+}
+
+type Outputs = Vec<(odc_backends::IoSpec, Vec<u8>)>;
+
+fn feed<'a>(specs: &[odc_backends::IoSpec], inputs: &'a [(String, Tensor)]) -> Result<Vec<&'a [u8]>, Outcome> {
+    // Inputs specialised at compile time are no longer part of the signature.
+    specs
+        .iter()
+        .map(|spec| match inputs.iter().find(|(n, _)| *n == spec.name) {
+            Some((_, t)) => Ok(t.bytes()),
+            None => Err(Outcome::Fail(format!("no test data for input '{}'", spec.name))),
+        })
+        .collect()
+}
+
+fn run_jit(g: &odc_ir::Graph, opts: &CompileOptions, inputs: &[(String, Tensor)], dir: &Path) -> Result<Outputs, Outcome> {
+    let mut timings = Timings::default();
+    let jit = odc::compile_jit(g, opts, &mut timings).map_err(|e| Outcome::Fail(e.to_string()))?;
+    if std::env::var_os("ODC_REPORT_FROZEN").is_some() && jit.inputs().len() < inputs.len() {
+        eprintln!("FROZEN {} {}/{}", dir.display(), inputs.len() - jit.inputs().len(), inputs.len());
+    }
+    let bufs = feed(jit.inputs(), inputs)?;
+    let outs = jit.run(&bufs).map_err(|e| Outcome::Fail(format!("run: {e}")))?;
+    Ok(jit.outputs().iter().cloned().zip(outs).collect())
+}
+
+fn run_aot(g: &odc_ir::Graph, inputs: &[(String, Tensor)], t: &AotTarget, dir: &Path) -> Result<Outputs, Outcome> {
+    use odc_backends::aot::{compile_object, AotOptions, WeightsPlacement};
+    use std::process::Command;
+    let fail = |m: String| Outcome::Fail(m);
+    let prog = odc::plan(g, &mut Timings::default()).map_err(|e| fail(e.to_string()))?;
+    let opts = AotOptions {
+        target: odc_backends::target::TargetSpec { triple: Some(t.arch.clone()), cpu: t.cpu.clone(), features: vec![] },
+        prefix: "model".into(),
+        weights: WeightsPlacement::Embedded,
+        opt_speed: true,
+    };
+    let module = compile_object(&prog, &opts).map_err(|e| fail(e.to_string()))?;
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let w = t.work.join(&name);
+    std::fs::create_dir_all(&w).map_err(|e| fail(e.to_string()))?;
+    std::fs::write(w.join("model.o"), &module.object).map_err(|e| fail(e.to_string()))?;
+    std::fs::write(w.join("model.h"), odc_backends::bindings::c_header(&prog, "model", &name)).map_err(|e| fail(e.to_string()))?;
+    let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("harness/odc_harness.c");
+    let exe = w.join("harness");
+    let mut link = Command::new(t.cc());
+    link.args(["-O1", "-DODC_PREFIX=model", "-include"]).arg(w.join("model.h")).arg(&harness).arg(w.join("model.o")).arg("-o").arg(&exe);
+    if t.arch != "x86_64" {
+        link.arg("-static");
+    }
+    let out = link.output().map_err(|e| fail(format!("cannot run {}: {e}", t.cc())))?;
+    if !out.status.success() {
+        return Err(fail(format!("link failed: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    let mut args = vec![];
+    for (k, b) in feed(&prog.inputs, inputs)?.into_iter().enumerate() {
+        let p = w.join(format!("in{k}.bin"));
+        std::fs::write(&p, b).map_err(|e| fail(e.to_string()))?;
+        args.push(p);
+    }
+    let outs: Vec<PathBuf> = (0..prog.outputs.len()).map(|k| w.join(format!("out{k}.bin"))).collect();
+    args.extend(outs.iter().cloned());
+    let mut run = if t.arch == "x86_64" { Command::new(&exe) } else { Command::new(format!("qemu-{}-static", t.arch)) };
+    if t.arch != "x86_64" {
+        run.arg(&exe);
+    }
+    let r = run.args(&args).output().map_err(|e| fail(format!("cannot run: {e}")))?;
+    if !r.status.success() {
+        return Err(fail(format!("run: {}{}", String::from_utf8_lossy(&r.stdout).trim(), String::from_utf8_lossy(&r.stderr).trim())));
+    }
+    let res = prog.outputs.iter().cloned().zip(outs.iter().map(|p| std::fs::read(p).unwrap_or_default())).collect();
+    let _ = std::fs::remove_dir_all(&w);
+    Ok(res)
 }
 
 /// Test-case directories under `root`, sorted.

@@ -1,9 +1,12 @@
-//! `cargo run --release -p odc-conformance -- DIR [--filter S] [--jobs N] [--write-passing FILE] [--quiet]`
+//! `cargo run --release -p odc-conformance -- DIR [--filter S] [--jobs N] [--write-passing FILE]
+//! [--target x86_64|aarch64|riscv64 [--cpu C]] [--quiet]`
 //!
 //! Prints `PASS`/`FAIL`/`UNSUPPORTED` per test and ends with
-//! `conformance: P passed, F failed, U unsupported (of N)`.
+//! `conformance: P passed, F failed, U unsupported (of N)`. With `--target`, each case is
+//! compiled ahead of time, linked into a C harness (Debian's cross gcc for foreign targets) and
+//! run natively or under qemu-user instead of through the JIT.
 
-use odc_conformance::{cases, default_data_dir, run_case, Outcome};
+use odc_conformance::{cases, default_data_dir, run_case_with, AotTarget, Engine, Outcome};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -15,14 +18,18 @@ fn main() {
     let mut jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut write_passing: Option<PathBuf> = None;
     let mut quiet = false;
+    let mut target: Option<String> = None;
+    let mut cpu: Option<String> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--filter" => filter = args.next(),
             "--jobs" | "-j" => jobs = args.next().and_then(|v| v.parse().ok()).unwrap_or(1),
             "--write-passing" => write_passing = args.next().map(PathBuf::from),
             "--quiet" | "-q" => quiet = true,
+            "--target" => target = args.next(),
+            "--cpu" => cpu = args.next(),
             "-h" | "--help" => {
-                println!("usage: odc-conformance [DIR] [--filter SUBSTRING] [--jobs N] [--write-passing FILE] [--quiet]");
+                println!("usage: odc-conformance [DIR] [--filter SUBSTRING] [--jobs N] [--write-passing FILE] [--target ARCH [--cpu C]] [--quiet]");
                 return;
             }
             other => dir = Some(PathBuf::from(other)),
@@ -40,6 +47,14 @@ fn main() {
         eprintln!("error: no test cases in {}", dir.display());
         std::process::exit(2);
     }
+    let engine = match target {
+        None => Engine::Jit,
+        Some(arch) => Engine::Aot(AotTarget {
+            arch,
+            cpu,
+            work: std::env::temp_dir().join(format!("odc-conformance-{}", std::process::id())),
+        }),
+    };
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(String, Outcome)>> = Mutex::new(vec![]);
     std::thread::scope(|s| {
@@ -48,7 +63,7 @@ fn main() {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(case) = all.get(i) else { break };
                 let name = case.file_name().unwrap().to_string_lossy().into_owned();
-                let o = run_case(case);
+                let o = run_case_with(case, &engine);
                 if !quiet {
                     match &o {
                         Outcome::Pass => println!("PASS {name}"),
