@@ -52,6 +52,7 @@ pub fn compile_object(prog: &Program, opts: &AotOptions) -> Result<AotModule, Ir
         return Err(IrError::new(format!("prefix '{}' is not a C identifier (letters, digits, _)", opts.prefix)));
     }
     let (triple, isa) = build_isa(&opts.target, true, opts.opt_speed)?;
+    let (_, micro) = build_isa(&opts.target, true, false)?;
     let layout = WeightsLayout::of(prog);
     let external = match opts.weights {
         WeightsPlacement::Embedded => false,
@@ -63,7 +64,7 @@ pub fn compile_object(prog: &Program, opts: &AotOptions) -> Result<AotModule, Ir
     let builder = ObjectBuilder::new(isa, opts.prefix.as_bytes().to_vec(), cranelift_module::default_libcall_names())
         .map_err(|e| IrError::new(format!("object builder: {e}")))?;
     let mut module = ObjectModule::new(builder);
-    let spec = ModuleSpec { prefix: opts.prefix.clone(), weights };
+    let spec = ModuleSpec { prefix: opts.prefix.clone(), weights, microkernel_isa: Some(std::sync::Arc::from(micro)) };
     define_program(&mut module, prog, &spec)?;
     let product = module.finish();
     let object = product.emit().map_err(|e| IrError::new(format!("object emission failed: {e}")))?;

@@ -29,6 +29,19 @@ pub struct CodegenOptions {
     /// The target rounds floats to integers natively (x86_64 needs SSE4.1). Without it rounding
     /// is built from adds of 2^23 / 2^52, so no libcall is ever emitted.
     pub native_rounding: bool,
+    /// GEMM microkernels accumulate with `fma` (otherwise a multiply and an add). Cranelift's
+    /// x86_64 `fma` overwrites a multiplicand (`vfmadd213`/`132`), which costs register copies
+    /// in a register-tiled loop, while AVX's three-operand `vmulps`+`vaddps` do not; on cores
+    /// with separate FP add pipes (AMD Zen) the pair runs at the FMA rate. aarch64's `fmla`
+    /// accumulates in place, so it keeps `fma`.
+    pub gemm_fma: bool,
+    /// Rows of a GEMM tile whose A broadcast is loaded once per k step and shared by the row's
+    /// vectors; the other rows broadcast from memory once per use. On x86_64 a shared broadcast
+    /// is a load plus a shuffle on an FP pipe and a per-use one a load-port uop, so the split
+    /// balances two load ports against four FP pipes: for the 6x8 tile, one shared row gives
+    /// 13 loads and 25 FP ops per k step instead of 14 and 24 (83% -> 87% of FMA peak,
+    /// `backends/examples/gemm_bench.rs`). aarch64's `ld1r` is a plain load, so all rows share.
+    pub gemm_shared_broadcast_rows: usize,
 }
 
 const LANES: usize = 4;
@@ -54,7 +67,7 @@ fn vec_type(t: DType) -> Option<Type> {
     }
 }
 
-fn flags() -> MemFlagsData {
+pub(crate) fn flags() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
 
@@ -63,12 +76,12 @@ fn bflags() -> MemFlagsData {
     MemFlagsData::new().with_endianness(Endianness::Little)
 }
 
-fn vflags() -> MemFlagsData {
+pub(crate) fn vflags() -> MemFlagsData {
     MemFlagsData::new().with_notrap().with_endianness(Endianness::Little)
 }
 
 /// Free variables, homes and loop depths of a kernel's nodes.
-struct Analysis {
+pub(crate) struct Analysis {
     free: Vec<Vec<Var>>,
     by_home: HashMap<Option<Var>, Vec<E>>,
 }
@@ -76,9 +89,10 @@ struct Analysis {
 fn analyse(k: &Kernel) -> Analysis {
     let n = k.nodes.len();
     let mut live = vec![false; n];
-    let roots = match k.body {
-        Body::Map { value } => vec![value],
-        Body::Scatter { index, value } => vec![index, value],
+    let roots = match &k.body {
+        Body::Map { value } => vec![*value],
+        Body::Scatter { index, value } => vec![*index, *value],
+        Body::Gemm(g) => vec![g.epilogue, g.a.base, g.b.base],
     };
     let mut stack = roots;
     while let Some(e) = stack.pop() {
@@ -96,6 +110,8 @@ fn analyse(k: &Kernel) -> Analysis {
         let e = E(i as u32);
         let mut f: Vec<Var> = match k.node(e) {
             Expr::Var(v) => vec![*v],
+            // The accumulator varies with the GEMM's (i, j): the last two domain variables.
+            Expr::Acc => k.domain[k.domain.len().saturating_sub(2)..].to_vec(),
             _ => k.operands(e).iter().flat_map(|o| free[o.0 as usize].iter().copied()).collect(),
         };
         if let Expr::Reduce { var, .. } = k.node(e) {
@@ -131,7 +147,7 @@ fn analyse(k: &Kernel) -> Analysis {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum VVal {
+pub(crate) enum VVal {
     /// A vector register (f32x4 / i32x4; bools as i32x4 masks).
     V(Value),
     /// Four scalars.
@@ -139,24 +155,24 @@ enum VVal {
 }
 
 #[derive(Clone, Default)]
-struct Memo {
-    scalar: HashMap<E, Value>,
-    vector: HashMap<E, VVal>,
-    lanes: HashMap<(E, usize), Value>,
+pub(crate) struct Memo {
+    pub(crate) scalar: HashMap<E, Value>,
+    pub(crate) vector: HashMap<E, VVal>,
+    pub(crate) lanes: HashMap<(E, usize), Value>,
 }
 
-struct Cg<'k, 'f> {
-    k: &'k Kernel,
-    an: Analysis,
-    b: FunctionBuilder<'f>,
-    ptr: Type,
-    opts: CodegenOptions,
-    bases: Vec<Value>,
-    status: Variable,
-    loopvar: HashMap<Var, Value>,
-    memo: Memo,
+pub(crate) struct Cg<'k, 'f> {
+    pub(crate) k: &'k Kernel,
+    pub(crate) an: Analysis,
+    pub(crate) b: FunctionBuilder<'f>,
+    pub(crate) ptr: Type,
+    pub(crate) opts: CodegenOptions,
+    pub(crate) bases: Vec<Value>,
+    pub(crate) status: Variable,
+    pub(crate) loopvar: HashMap<Var, Value>,
+    pub(crate) memo: Memo,
     /// The lane variable of the current vector loop.
-    vv: Option<Var>,
+    pub(crate) vv: Option<Var>,
 }
 
 /// Fill `func` (whose signature is `(ptr, i64, i64) -> i32`) with the code of `k`.
@@ -202,9 +218,10 @@ impl<'k, 'f> Cg<'k, 'f> {
             self.bases.push(p);
         }
         self.emit_scope(None);
-        match self.k.body {
+        match &self.k.body {
             Body::Map { .. } => self.emit_output_level(0, lo, hi),
             Body::Scatter { .. } => self.emit_scatter_level(0, lo, hi),
+            Body::Gemm(g) => self.emit_gemm(g, lo, hi),
         }
         let st = self.b.use_var(self.status);
         self.b.ins().return_(&[st]);
@@ -217,7 +234,7 @@ impl<'k, 'f> Cg<'k, 'f> {
     }
 
     /// Emit every live node whose home is `scope`.
-    fn emit_scope(&mut self, scope: Option<Var>) {
+    pub(crate) fn emit_scope(&mut self, scope: Option<Var>) {
         let nodes = self.an.by_home.get(&scope).cloned().unwrap_or_default();
         for e in nodes {
             match self.vv {
@@ -232,7 +249,7 @@ impl<'k, 'f> Cg<'k, 'f> {
     }
 
     /// A counted loop `for iv in start..end step` carrying `init`; returns the final iv and values.
-    fn build_loop<F>(&mut self, start: Value, end: Value, step: i64, init: &[Value], body: F) -> (Value, Vec<Value>)
+    pub(crate) fn build_loop<F>(&mut self, start: Value, end: Value, step: i64, init: &[Value], body: F) -> (Value, Vec<Value>)
     where
         F: FnOnce(&mut Self, Value, Vec<Value>) -> Vec<Value>,
     {
@@ -279,7 +296,7 @@ impl<'k, 'f> Cg<'k, 'f> {
         (exit_iv, exit_vals)
     }
 
-    fn iconst64(&mut self, v: i64) -> Value {
+    pub(crate) fn iconst64(&mut self, v: i64) -> Value {
         self.b.ins().iconst(types::I64, v)
     }
 
@@ -334,7 +351,7 @@ impl<'k, 'f> Cg<'k, 'f> {
             cg.loopvar.insert(var, iv);
             cg.emit_scope(Some(var));
             if level + 1 == n {
-                let Body::Scatter { index, value } = cg.k.body else { unreachable!() };
+                let Body::Scatter { index, value } = cg.k.body.clone() else { unreachable!() };
                 let idx = cg.emit_s(index);
                 let val = cg.emit_s(value);
                 cg.store_elem(idx, val);
@@ -359,28 +376,28 @@ impl<'k, 'f> Cg<'k, 'f> {
     }
 
     fn store_map_scalar(&mut self) {
-        let Body::Map { value } = self.k.body else { unreachable!() };
+        let Body::Map { value } = self.k.body.clone() else { unreachable!() };
         let v = self.emit_s(value);
         let idx = self.domain_flat_index();
         self.store_elem(idx, v);
     }
 
     fn store_map_vector(&mut self) {
-        let Body::Map { value } = self.k.body else { unreachable!() };
+        let Body::Map { value } = self.k.body.clone() else { unreachable!() };
         let v = self.as_vector(value, DType::F32);
         let idx = self.domain_flat_index();
         let addr = self.elem_addr(0, idx, 4);
         self.b.ins().store(vflags(), v, addr, 0);
     }
 
-    fn elem_addr(&mut self, buf: usize, idx: Value, size: i64) -> Value {
+    pub(crate) fn elem_addr(&mut self, buf: usize, idx: Value, size: i64) -> Value {
         let off = if size == 1 { idx } else { self.b.ins().imul_imm_s(idx, size) };
         let off = if self.ptr == types::I64 { off } else { self.b.ins().ireduce(self.ptr, off) };
         self.b.ins().iadd(self.bases[buf], off)
     }
 
     /// Store a raw value into element `idx` of buffer 0.
-    fn store_elem(&mut self, idx: Value, v: Value) {
+    pub(crate) fn store_elem(&mut self, idx: Value, v: Value) {
         let storage = self.k.bufs[0].dtype;
         if storage.is_packed() {
             let bits = storage.bits() as i64;
@@ -435,7 +452,7 @@ impl<'k, 'f> Cg<'k, 'f> {
 
     // ---------------- scalar emission ----------------
 
-    fn emit_s(&mut self, e: E) -> Value {
+    pub(crate) fn emit_s(&mut self, e: E) -> Value {
         if let Some(&v) = self.memo.scalar.get(&e) {
             return v;
         }
@@ -540,6 +557,7 @@ impl<'k, 'f> Cg<'k, 'f> {
             Expr::Bitcast(to, _) => self.b.ins().bitcast(clif_type(to), MemFlagsData::new(), a[0]),
             Expr::CheckIndex { len, .. } => self.check_index(a[0], len),
             Expr::Reduce { .. } => unreachable!("reduce {e:?} handled by the caller"),
+            Expr::Acc => unreachable!("the GEMM accumulator is bound before its epilogue is emitted"),
         }
     }
 
@@ -909,12 +927,12 @@ impl<'k, 'f> Cg<'k, 'f> {
             Expr::Convert(to, a) => matches!((opty(a), to), (DType::I32, DType::F32) | (DType::F32, DType::I32)),
             Expr::Bitcast(to, a) => matches!((opty(a), to), (DType::I32, DType::F32) | (DType::F32, DType::I32)),
             Expr::Reduce { .. } => ty != DType::Bool,
-            Expr::Var(_) | Expr::Const(..) | Expr::CheckIndex { .. } => false,
+            Expr::Var(_) | Expr::Const(..) | Expr::CheckIndex { .. } | Expr::Acc => false,
         }
     }
 
     /// Make a vector of `ty` from any value of node `e`.
-    fn as_vector(&mut self, e: E, ty: DType) -> Value {
+    pub(crate) fn as_vector(&mut self, e: E, ty: DType) -> Value {
         let vt = vec_type(ty).expect("vector type");
         let vv = self.vv.expect("vector loop");
         if !self.depends_on(e, vv) {
@@ -941,7 +959,7 @@ impl<'k, 'f> Cg<'k, 'f> {
         self.b.ins().ineg(w)
     }
 
-    fn emit_vec(&mut self, e: E) -> VVal {
+    pub(crate) fn emit_vec(&mut self, e: E) -> VVal {
         if let Some(&v) = self.memo.vector.get(&e) {
             return v;
         }

@@ -6,13 +6,13 @@
 use crate::lower::{lower, IoSpec, Program, ARENA_ALIGN};
 use crate::module::{define_program, ModuleSpec, WeightsMode};
 use core::ffi::c_void;
-use odc_runtime::abi::{self, OdcContext, OdcTensor};
+use odc_runtime::abi::{self, KernelFn, OdcContext, OdcTensor};
 use odc_runtime::ThreadPool;
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use odc_ir::{Bytes, Evaluator, Graph, IrError, NodeId, Tensor};
-use std::collections::HashSet;
+use crate::fusion::FusionPlan;
 
 type AbiRunFn = unsafe extern "C" fn(*const OdcContext, *const OdcTensor, u32, *mut OdcTensor, u32, *mut c_void, u64) -> i32;
 
@@ -46,11 +46,18 @@ pub struct JitProgram {
     prog: Program,
     shapes: Vec<Vec<i64>>,
     pool: Option<ThreadPool>,
+    kernels: Vec<KernelFn>,
 }
 
 // The JIT code and weights are immutable after compilation; running uses caller-owned buffers.
 unsafe impl Send for JitProgram {}
 unsafe impl Sync for JitProgram {}
+
+/// Reusable output buffers and arena for [`JitProgram::run_into`].
+pub struct RunBuffers {
+    pub outputs: Vec<Vec<u8>>,
+    arena: Vec<u8>,
+}
 
 /// A run-time error from generated code or bad arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,18 +73,71 @@ impl std::error::Error for RunError {}
 
 impl JitProgram {
     pub fn compile(prog: Program, opt: OptLevel) -> Result<Self, IrError> {
+        Self::compile_with(prog, opt, OptLevel::None)
+    }
+
+    /// [`JitProgram::compile`] with the GEMM microkernels at `microkernel_opt` (see
+    /// [`ModuleSpec::microkernel_isa`] for why the default is `none`).
+    pub fn compile_with(prog: Program, opt: OptLevel, microkernel_opt: OptLevel) -> Result<Self, IrError> {
         let isa = host_isa(opt)?;
         let builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
         let mut module = JITModule::new(builder);
         let addrs = prog.weights.iter().map(|w| w.bytes().as_ptr() as u64).collect();
-        let spec = ModuleSpec { prefix: "odc".into(), weights: WeightsMode::Absolute(addrs) };
+        let microkernel_isa = Some(std::sync::Arc::from(host_isa(microkernel_opt)?));
+        let spec = ModuleSpec { prefix: "odc".into(), weights: WeightsMode::Absolute(addrs), microkernel_isa };
         let emitted = define_program(&mut module, &prog, &spec)?;
         module.finalize_definitions().map_err(|e| IrError::new(format!("JIT finalisation failed: {e}")))?;
         let code = module.get_finalized_function(emitted.run);
         // SAFETY: `run` was defined with exactly the ABI signature by `define_program`.
         let run: AbiRunFn = unsafe { std::mem::transmute::<*const u8, AbiRunFn>(code) };
         let shapes = prog.inputs.iter().chain(&prog.outputs).map(|t| t.shape.iter().map(|&d| d as i64).collect()).collect();
-        Ok(JitProgram { module: Some(module), run, prog, shapes, pool: None })
+        let kernels = emitted
+            .kernels
+            .iter()
+            // SAFETY: every kernel was defined with the kernel signature.
+            .map(|&k| unsafe { std::mem::transmute::<*const u8, KernelFn>(module.get_finalized_function(k)) })
+            .collect();
+        Ok(JitProgram { module: Some(module), run, prog, shapes, pool: None, kernels })
+    }
+
+    /// Run once kernel by kernel, timing each (for `odc bench`). Returns seconds per step.
+    pub fn profile(&self, inputs: &[&[u8]]) -> Result<Vec<f64>, RunError> {
+        use crate::lower::BufferKind;
+        let mut outputs: Vec<Vec<u8>> =
+            self.prog.outputs.iter().map(|o| vec![0u8; o.dtype.byte_len(o.shape.iter().product())]).collect();
+        let mut arena = vec![0u8; self.prog.arena_size + ARENA_ALIGN];
+        let pad = arena.as_ptr().align_offset(ARENA_ALIGN);
+        let arena_ptr = unsafe { arena.as_mut_ptr().add(pad) };
+        let mut times = vec![];
+        for step in &self.prog.steps {
+            let args: Vec<*mut u8> = step
+                .args
+                .iter()
+                .map(|&b| match self.prog.buffers[b].kind {
+                    BufferKind::Input(j) => inputs[j].as_ptr() as *mut u8,
+                    BufferKind::Output(j) => outputs[j].as_mut_ptr(),
+                    BufferKind::Weight(w) => self.prog.weights[w].bytes().as_ptr() as *mut u8,
+                    // SAFETY: offsets lie inside the arena by construction.
+                    BufferKind::Temp { offset } => unsafe { arena_ptr.add(offset) },
+                })
+                .collect();
+            let k = &self.prog.kernels[step.kernel];
+            let n = k.outer_extent();
+            let f = self.kernels[step.kernel];
+            let t = std::time::Instant::now();
+            // SAFETY: the argument table matches the kernel's buffers.
+            let st = unsafe {
+                match (&self.pool, k.parallel_safe()) {
+                    (Some(p), true) => p.parallel_for(f, args.as_ptr(), n),
+                    _ => f(args.as_ptr(), 0, n),
+                }
+            };
+            times.push(t.elapsed().as_secs_f64());
+            if st != 0 {
+                return Err(RunError(format!("kernel {} returned status {st}", k.name)));
+            }
+        }
+        Ok(times)
     }
 
     pub fn program(&self) -> &Program {
@@ -97,8 +157,23 @@ impl JitProgram {
         self.pool = if threads > 1 { Some(ThreadPool::new(threads)) } else { None };
     }
 
+    /// Output buffers and an arena sized for this program (reusable across runs).
+    pub fn buffers(&self) -> RunBuffers {
+        RunBuffers {
+            outputs: self.prog.outputs.iter().map(|o| vec![0u8; o.dtype.byte_len(o.shape.iter().product())]).collect(),
+            arena: vec![0u8; self.prog.arena_size + ARENA_ALIGN],
+        }
+    }
+
     /// Run on raw little-endian input bytes; returns one byte vector per output.
     pub fn run(&self, inputs: &[&[u8]]) -> Result<Vec<Vec<u8>>, RunError> {
+        let mut bufs = self.buffers();
+        self.run_into(inputs, &mut bufs)?;
+        Ok(bufs.outputs)
+    }
+
+    /// Run into preallocated buffers (no allocation).
+    pub fn run_into(&self, inputs: &[&[u8]], bufs: &mut RunBuffers) -> Result<(), RunError> {
         if inputs.len() != self.prog.inputs.len() {
             return Err(RunError(format!("expected {} inputs, got {}", self.prog.inputs.len(), inputs.len())));
         }
@@ -114,12 +189,9 @@ impl JitProgram {
                 )));
             }
         }
-        let mut outputs: Vec<Vec<u8>> =
-            self.prog.outputs.iter().map(|o| vec![0u8; o.dtype.byte_len(o.shape.iter().product())]).collect();
-        let mut arena = vec![0u8; self.prog.arena_size + ARENA_ALIGN];
-        let pad = arena.as_ptr().align_offset(ARENA_ALIGN);
+        let pad = bufs.arena.as_ptr().align_offset(ARENA_ALIGN);
         // SAFETY: `arena` has ARENA_ALIGN spare bytes.
-        let arena_ptr = unsafe { arena.as_mut_ptr().add(pad) };
+        let arena_ptr = unsafe { bufs.arena.as_mut_ptr().add(pad) };
         let ni = inputs.len();
         let tensor = |i: usize, spec: &IoSpec, data: *mut u8, len: usize| OdcTensor {
             data: data as *mut c_void,
@@ -130,7 +202,8 @@ impl JitProgram {
         };
         let ins: Vec<OdcTensor> =
             inputs.iter().zip(&self.prog.inputs).enumerate().map(|(i, (d, s))| tensor(i, s, d.as_ptr() as *mut u8, d.len())).collect();
-        let mut outs: Vec<OdcTensor> = outputs
+        let mut outs: Vec<OdcTensor> = bufs
+            .outputs
             .iter_mut()
             .zip(&self.prog.outputs)
             .enumerate()
@@ -149,11 +222,12 @@ impl JitProgram {
             (self.run)(ctx_ptr, ins.as_ptr(), ins.len() as u32, outs.as_mut_ptr(), outs.len() as u32, arena_ptr as *mut c_void, self.prog.arena_size as u64)
         };
         match abi::Status::from_code(status) {
-            Some(abi::Status::Ok) => Ok(outputs),
+            Some(abi::Status::Ok) => Ok(()),
             Some(s) => Err(RunError(s.message().to_string())),
             None => Err(RunError(format!("generated code returned status {status}"))),
         }
     }
+
 }
 
 impl Drop for JitProgram {
@@ -172,7 +246,8 @@ pub struct JitEvaluator;
 impl Evaluator for JitEvaluator {
     fn evaluate(&self, graph: &Graph, nodes: &[NodeId]) -> Result<Vec<Tensor>, IrError> {
         let sub = graph.extract(nodes)?;
-        let prog = lower(&sub, &HashSet::new())?;
+        let isa = host_isa(OptLevel::None)?;
+        let prog = lower(&sub, &FusionPlan::none(), &crate::module::lower_options_for(&*isa))?;
         let jit = JitProgram::compile(prog, OptLevel::None)?;
         let outs = jit.run(&[]).map_err(|e| IrError::new(format!("constant folding: {e}")))?;
         outs.into_iter()

@@ -90,6 +90,8 @@ pub enum Expr {
     Reduce { op: ReduceOp, var: Var, body: E },
     /// `index` if `0 <= index < len`; otherwise 0 and the kernel reports an out-of-range index.
     CheckIndex { index: E, len: i64 },
+    /// The contraction result of a [`Gemm`] kernel at the current (i, j); only in its epilogue.
+    Acc,
 }
 
 /// The type a load of `storage` yields: compute types load as themselves, narrow floats as their
@@ -120,6 +122,40 @@ pub enum Body {
     Map { value: E },
     /// `buf0[index] = value`; `index` is a checked flat element index. Runs sequentially.
     Scatter { index: E, value: E },
+    /// A register-tiled matrix product with an epilogue (see [`Gemm`]).
+    Gemm(Gemm),
+}
+
+/// An f32 operand of a [`Gemm`]: element (r, c) of the current batch is at
+/// `base + r * row_stride + c * col_stride`, or, when `panel` is set, in panels of `width` rows
+/// (A) or columns (B): (r, c) → `base + (r / w) * panel + c * w + r % w` for A and
+/// `base + (c / w) * panel + r * w + c % w` for B.
+#[derive(Clone, Debug)]
+pub struct GemmOperand {
+    pub buf: u32,
+    /// Element offset of the current batch (an i64 expression of the batch variables).
+    pub base: E,
+    pub row_stride: i64,
+    pub col_stride: i64,
+    /// Panel stride in elements, when packed.
+    pub panel: Option<i64>,
+}
+
+/// `out[b.., i, j] = epilogue(sum_k A[b.., i, k] * B[b.., k, j], b.., i, j)` for f32.
+///
+/// The domain is `batch.., i (m), j (n)`; `epilogue` is an expression over those variables and
+/// [`Expr::Acc`]. The code generator tiles `i` by `mr` and `j` by `nr` (a multiple of the vector
+/// width) and keeps the `mr x nr` accumulators in registers over the `k` loop.
+#[derive(Clone, Debug)]
+pub struct Gemm {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: GemmOperand,
+    pub b: GemmOperand,
+    pub mr: usize,
+    pub nr: usize,
+    pub epilogue: E,
 }
 
 /// A complete kernel.
@@ -150,13 +186,25 @@ impl Kernel {
     pub fn domain_size(&self) -> i64 {
         self.domain.iter().map(|&v| self.extent(v)).product()
     }
+
+    /// Iterations of the outermost (parallel) loop: the first domain variable, or for a GEMM
+    /// the batch points times the column blocks.
+    pub fn outer_extent(&self) -> i64 {
+        match &self.body {
+            Body::Gemm(g) => {
+                let batch: i64 = self.domain[..self.domain.len() - 2].iter().map(|&v| self.extent(v)).product();
+                batch * (g.n.div_ceil(g.nr)) as i64
+            }
+            _ => self.extent(self.domain[0]),
+        }
+    }
     /// Operands of a node.
     pub fn operands(&self, e: E) -> Vec<E> {
         operands(self.node(e))
     }
     /// True when the outermost loop may be split across threads.
     pub fn parallel_safe(&self) -> bool {
-        matches!(self.body, Body::Map { .. }) && !self.bufs[0].dtype.is_packed()
+        matches!(self.body, Body::Map { .. } | Body::Gemm(_)) && !self.bufs[0].dtype.is_packed()
     }
 }
 
@@ -169,6 +217,7 @@ pub fn operands(e: &Expr) -> Vec<E> {
         Expr::Select(a, b, c) | Expr::Fma(a, b, c) => vec![a, b, c],
         Expr::Reduce { body, .. } => vec![body],
         Expr::CheckIndex { index, .. } => vec![index],
+        Expr::Acc => vec![],
     }
 }
 
@@ -305,6 +354,11 @@ impl KernelBuilder {
     /// An integer constant of type `ty`.
     pub fn iconst(&mut self, ty: DType, v: i64) -> E {
         self.const_bits(ty, canonical_bits(ty, v as u64))
+    }
+
+    /// The GEMM accumulator placeholder.
+    pub fn acc(&mut self) -> E {
+        self.intern(Expr::Acc, DType::F32, None)
     }
 
     pub fn var_expr(&mut self, v: Var) -> E {
@@ -788,6 +842,7 @@ impl KernelBuilder {
                 let i = self.subst_rec(index, var, with, memo);
                 self.check_index(i, len)
             }
+            Expr::Acc => e,
         };
         memo.insert(e, r);
         r
@@ -928,9 +983,10 @@ impl fmt::Display for Kernel {
         }
         let dom: Vec<String> = self.domain.iter().map(|v| format!("v{}<{}", v.0, self.extent(*v))).collect();
         writeln!(f, "  domain: {}", dom.join(", "))?;
-        let roots = match self.body {
-            Body::Map { value } => vec![value],
-            Body::Scatter { index, value } => vec![index, value],
+        let roots = match &self.body {
+            Body::Map { value } => vec![*value],
+            Body::Scatter { index, value } => vec![*index, *value],
+            Body::Gemm(g) => vec![g.epilogue, g.a.base, g.b.base],
         };
         let mut live = vec![false; self.nodes.len()];
         let mut stack = roots.clone();
@@ -945,9 +1001,15 @@ impl fmt::Display for Kernel {
                 writeln!(f, "  e{i}: {} = {n:?}", self.types[i])?;
             }
         }
-        match self.body {
+        match &self.body {
             Body::Map { value } => writeln!(f, "  out[domain] = e{}", value.0),
             Body::Scatter { index, value } => writeln!(f, "  out[e{}] = e{}", index.0, value.0),
+            Body::Gemm(g) => writeln!(
+                f,
+                "  gemm m={} n={} k={} tile {}x{}: A buf{} (base e{}, strides {}x{}, panel {:?}), B buf{} (base e{}, strides {}x{}, panel {:?}); out = e{}",
+                g.m, g.n, g.k, g.mr, g.nr, g.a.buf, g.a.base.0, g.a.row_stride, g.a.col_stride, g.a.panel, g.b.buf, g.b.base.0,
+                g.b.row_stride, g.b.col_stride, g.b.panel, g.epilogue.0
+            ),
         }
     }
 }

@@ -18,6 +18,8 @@
 pub mod aot;
 pub mod bindings;
 pub mod codegen;
+pub mod fusion;
+mod gemm;
 pub mod jit;
 pub mod kernel;
 pub mod lower;
@@ -25,5 +27,6 @@ pub mod math;
 pub mod module;
 pub mod target;
 
-pub use jit::{host_isa, JitEvaluator, JitProgram, OptLevel, RunError};
-pub use lower::{lower, Buffer, BufferKind, IoSpec, Program, Step};
+pub use jit::{host_isa, JitEvaluator, JitProgram, OptLevel, RunBuffers, RunError};
+pub use fusion::FusionPlan;
+pub use lower::{lower, Buffer, BufferKind, IoSpec, LowerOptions, Program, Step};

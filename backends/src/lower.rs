@@ -4,12 +4,19 @@
 //! output index, in terms of its operands' values at derived indices. A node is either
 //! *materialised* (it gets a buffer and a kernel that writes it) or *inlined* (its definition is
 //! substituted into every reader). Views, iotas and scalar constants are always inlined; which
-//! compute nodes are inlined is the fusion decision, passed in as a set.
+//! compute nodes are inlined, and which contractions run as GEMMs with an epilogue, is the
+//! [`FusionPlan`].
+//!
+//! Contractions become [`Body::Gemm`] kernels: MatMul directly, Conv as an implicit GEMM per
+//! group (weights as A, pixels as B; 1x1 stride-1 convolutions read the input as is, others
+//! through an im2col buffer). Constant operands are packed into register-tile panels here, at
+//! compile time.
 
-use crate::kernel::{raw_type, Body, Kernel, KernelBuilder, E};
+use crate::fusion::{gemm_eligible, FusionPlan};
+use crate::kernel::{raw_type, Body, Gemm, GemmOperand, Kernel, KernelBuilder, E};
 use crate::math;
-use odc_ir::{DType, Graph, IrError, NodeId, Op, OpFamily, PadMode, ReduceOp, ScatterReduction, Tensor};
-use std::collections::{HashMap, HashSet};
+use odc_ir::{Bytes, DType, Graph, IrError, NodeId, Op, OpFamily, PadMode, ReduceOp, ScatterReduction, Tensor};
+use std::collections::HashMap;
 
 /// Where a buffer lives at run time.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,6 +77,21 @@ pub struct Program {
 /// Alignment of every arena buffer.
 pub const ARENA_ALIGN: usize = 64;
 
+/// Target-dependent lowering choices (see `module::lower_options_for`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LowerOptions {
+    /// GEMM register tile: rows of A.
+    pub gemm_mr: usize,
+    /// GEMM register tile: columns of B (a multiple of 4 when vectorising).
+    pub gemm_nr: usize,
+}
+
+impl Default for LowerOptions {
+    fn default() -> Self {
+        LowerOptions { gemm_mr: 6, gemm_nr: 8 }
+    }
+}
+
 /// Nodes that are never materialised on their own.
 pub fn always_inlined(g: &Graph, n: NodeId) -> bool {
     match &g.node(n).op {
@@ -79,18 +101,16 @@ pub fn always_inlined(g: &Graph, n: NodeId) -> bool {
     }
 }
 
-/// Lower a verified graph. `fused` lists compute nodes to inline into their readers.
-pub fn lower(g: &Graph, fused: &HashSet<NodeId>) -> Result<Program, IrError> {
-    let order = g.topo_order();
-    let mut prog = Program::default();
-    let mut buffer_of: HashMap<NodeId, usize> = HashMap::new();
+/// Lower a verified graph following `plan`.
+pub fn lower(g: &Graph, plan: &FusionPlan, opts: &LowerOptions) -> Result<Program, IrError> {
+    let mut st = LowerState { g, plan, opts: *opts, prog: Program::default(), buffer_of: HashMap::new() };
     for p in g.inputs() {
         let t = g.ty(p.node);
-        prog.inputs.push(IoSpec { name: p.name.clone(), dtype: t.dtype, shape: t.shape.clone() });
+        st.prog.inputs.push(IoSpec { name: p.name.clone(), dtype: t.dtype, shape: t.shape.clone() });
     }
     for p in g.outputs() {
         let t = g.ty(p.node);
-        prog.outputs.push(IoSpec { name: p.name.clone(), dtype: t.dtype, shape: t.shape.clone() });
+        st.prog.outputs.push(IoSpec { name: p.name.clone(), dtype: t.dtype, shape: t.shape.clone() });
     }
     // Which graph outputs a kernel node can write directly.
     let mut direct_output: HashMap<NodeId, usize> = HashMap::new();
@@ -102,17 +122,12 @@ pub fn lower(g: &Graph, fused: &HashSet<NodeId>) -> Result<Program, IrError> {
         }
     }
     let mut kernel_nodes = vec![];
-    for &n in &order {
+    for n in g.topo_order() {
         let node = g.node(n);
-        let ty = &node.ty;
         let kind = match &node.op {
             Op::Input { index } => BufferKind::Input(*index),
-            Op::Constant(t) if !always_inlined(g, n) => {
-                prog.weights.push(t.clone());
-                BufferKind::Weight(prog.weights.len() - 1)
-            }
-            _ if always_inlined(g, n) => continue,
-            _ if fused.contains(&n) && !direct_output.contains_key(&n) => continue,
+            _ if always_inlined(g, n) || matches!(node.op, Op::Constant(_)) => continue,
+            _ if plan.is_fused(n) && !direct_output.contains_key(&n) => continue,
             _ => {
                 kernel_nodes.push(n);
                 match direct_output.get(&n) {
@@ -121,12 +136,12 @@ pub fn lower(g: &Graph, fused: &HashSet<NodeId>) -> Result<Program, IrError> {
                 }
             }
         };
-        prog.buffers.push(Buffer { kind, dtype: ty.dtype, len: ty.num_elements(), name: node.name.clone() });
-        buffer_of.insert(n, prog.buffers.len() - 1);
+        let b = st.new_buffer(kind, node.ty.dtype, node.ty.num_elements(), &node.name);
+        st.buffer_of.insert(n, b);
     }
     for n in kernel_nodes {
-        let out = buffer_of[&n];
-        lower_node(g, &buffer_of, fused, &mut prog, n, out)?;
+        let out = st.buffer_of[&n];
+        st.lower_node(n, out)?;
     }
     // Outputs not written by their own kernel: copy.
     for (j, p) in g.outputs().iter().enumerate() {
@@ -134,112 +149,12 @@ pub fn lower(g: &Graph, fused: &HashSet<NodeId>) -> Result<Program, IrError> {
             continue;
         }
         let ty = g.ty(p.node);
-        prog.buffers.push(Buffer {
-            kind: BufferKind::Output(j),
-            dtype: ty.dtype,
-            len: ty.num_elements(),
-            name: p.name.clone(),
-        });
-        let out = prog.buffers.len() - 1;
-        let mut kl = KernelLowering::new(g, &buffer_of, fused, None, &prog.buffers, out);
-        let (vars, idx) = kl.domain(&ty.shape);
-        let v = kl.access(p.node, &idx)?;
-        let v = math::encode(&mut kl.kb, v, ty.dtype);
-        let (kernel, args) = kl.finish(format!("copy_{}", p.name), vars, Body::Map { value: v });
-        push_kernel(&mut prog, kernel, args);
+        let out = st.new_buffer(BufferKind::Output(j), ty.dtype, ty.num_elements(), &p.name);
+        st.copy_into(p.node, out, &format!("copy_{}", p.name))?;
     }
+    let mut prog = st.prog;
     plan_arena(&mut prog);
     Ok(prog)
-}
-
-fn push_kernel(prog: &mut Program, k: Kernel, args: Vec<usize>) {
-    prog.kernels.push(k);
-    prog.steps.push(Step { kernel: prog.kernels.len() - 1, args });
-}
-
-fn lower_node(
-    g: &Graph,
-    buffer_of: &HashMap<NodeId, usize>,
-    fused: &HashSet<NodeId>,
-    prog: &mut Program,
-    n: NodeId,
-    out: usize,
-) -> Result<(), IrError> {
-    let node = g.node(n);
-    let ty = node.ty.clone();
-    let name = kernel_name(&node.name, &node.op.name());
-    match &node.op {
-        Op::ScatterElements { axis, reduction } => {
-            let ops = g.operands(n);
-            copy_into(g, buffer_of, fused, prog, ops[0], out, &name)?;
-            let (data_shape, upd_shape) = (g.ty(ops[0]).shape.clone(), g.ty(ops[2]).shape.clone());
-            let mut kl = KernelLowering::new(g, buffer_of, fused, None, &prog.buffers, out);
-            let (vars, u) = kl.domain(&upd_shape);
-            let raw = kl.access(ops[1], &u)?;
-            let i = kl.index_value(raw, data_shape[*axis] as i64);
-            let mut target = u.clone();
-            target[*axis] = i;
-            let flat = kl.kb.flat_index(&target, &data_shape);
-            let upd = kl.access(ops[2], &u)?;
-            let value = kl.scatter_value(flat, upd, *reduction, ty.dtype);
-            let (k, args) = kl.finish(format!("{name}_scatter"), vars, Body::Scatter { index: flat, value });
-            push_kernel(prog, k, args);
-        }
-        Op::ScatterNd { reduction } => {
-            let ops = g.operands(n);
-            copy_into(g, buffer_of, fused, prog, ops[0], out, &name)?;
-            let data_shape = g.ty(ops[0]).shape.clone();
-            let idx_shape = g.ty(ops[1]).shape.clone();
-            let q = idx_shape.len();
-            let depth = idx_shape[q - 1];
-            let mut kl = KernelLowering::new(g, buffer_of, fused, None, &prog.buffers, out);
-            let upd_shape = g.ty(ops[2]).shape.clone();
-            let (vars, u) = kl.domain(&upd_shape);
-            let prefix = &u[..q - 1];
-            let mut target = vec![];
-            for j in 0..depth {
-                let mut ii = prefix.to_vec();
-                ii.push(kl.kb.i64c(j as i64));
-                let raw = kl.access(ops[1], &ii)?;
-                target.push(kl.index_value(raw, data_shape[j] as i64));
-            }
-            target.extend_from_slice(&u[q - 1..]);
-            let flat = kl.kb.flat_index(&target, &data_shape);
-            let upd = kl.access(ops[2], &u)?;
-            let value = kl.scatter_value(flat, upd, *reduction, ty.dtype);
-            let (k, args) = kl.finish(format!("{name}_scatter"), vars, Body::Scatter { index: flat, value });
-            push_kernel(prog, k, args);
-        }
-        _ => {
-            let mut kl = KernelLowering::new(g, buffer_of, fused, Some(n), &prog.buffers, out);
-            let (vars, idx) = kl.domain(&ty.shape);
-            let v = kl.emit_node(n, &idx)?;
-            let v = math::encode(&mut kl.kb, v, ty.dtype);
-            let (k, args) = kl.finish(name, vars, Body::Map { value: v });
-            push_kernel(prog, k, args);
-        }
-    }
-    Ok(())
-}
-
-/// A kernel that copies node `src` into buffer `out`.
-fn copy_into(
-    g: &Graph,
-    buffer_of: &HashMap<NodeId, usize>,
-    fused: &HashSet<NodeId>,
-    prog: &mut Program,
-    src: NodeId,
-    out: usize,
-    name: &str,
-) -> Result<(), IrError> {
-    let ty = g.ty(src).clone();
-    let mut kl = KernelLowering::new(g, buffer_of, fused, None, &prog.buffers, out);
-    let (vars, idx) = kl.domain(&ty.shape);
-    let v = kl.access(src, &idx)?;
-    let v = math::encode(&mut kl.kb, v, ty.dtype);
-    let (k, args) = kl.finish(format!("{name}_copy"), vars, Body::Map { value: v });
-    push_kernel(prog, k, args);
-    Ok(())
 }
 
 fn kernel_name(node_name: &str, op: &str) -> String {
@@ -247,47 +162,363 @@ fn kernel_name(node_name: &str, op: &str) -> String {
     format!("{op}_{clean}")
 }
 
+/// Lowering state: the program under construction and where each node's value lives.
+pub struct LowerState<'g> {
+    g: &'g Graph,
+    plan: &'g FusionPlan,
+    opts: LowerOptions,
+    prog: Program,
+    buffer_of: HashMap<NodeId, usize>,
+}
+
+impl<'g> LowerState<'g> {
+    fn new_buffer(&mut self, kind: BufferKind, dtype: DType, len: usize, name: &str) -> usize {
+        self.prog.buffers.push(Buffer { kind, dtype, len, name: name.to_string() });
+        self.prog.buffers.len() - 1
+    }
+
+    fn push_kernel(&mut self, k: Kernel, args: Vec<usize>) {
+        self.prog.kernels.push(k);
+        self.prog.steps.push(Step { kernel: self.prog.kernels.len() - 1, args });
+    }
+
+    /// A weight buffer holding `t`.
+    fn add_weight(&mut self, t: Tensor, name: &str) -> usize {
+        let (dtype, len) = (t.dtype, t.num_elements());
+        self.prog.weights.push(t);
+        let w = self.prog.weights.len() - 1;
+        self.new_buffer(BufferKind::Weight(w), dtype, len, name)
+    }
+
+    /// The buffer of constant `n`, created on first use.
+    fn weight_buffer(&mut self, n: NodeId) -> usize {
+        if let Some(&b) = self.buffer_of.get(&n) {
+            return b;
+        }
+        let Op::Constant(t) = &self.g.node(n).op else { unreachable!("weight_buffer of a non-constant") };
+        let b = self.add_weight(t.clone(), &self.g.node(n).name.clone());
+        self.buffer_of.insert(n, b);
+        b
+    }
+
+    /// A buffer holding `n`'s value densely (row-major): its own, or a copy made now.
+    fn dense_buffer(&mut self, n: NodeId) -> Result<usize, IrError> {
+        if let Some(&b) = self.buffer_of.get(&n) {
+            return Ok(b);
+        }
+        if let Op::Constant(_) = self.g.node(n).op {
+            return Ok(self.weight_buffer(n));
+        }
+        let ty = self.g.ty(n).clone();
+        let name = self.g.node(n).name.clone();
+        let b = self.new_buffer(BufferKind::Temp { offset: 0 }, ty.dtype, ty.num_elements(), &name);
+        self.copy_into(n, b, &kernel_name(&name, "materialize"))?;
+        self.buffer_of.insert(n, b);
+        Ok(b)
+    }
+
+    /// A kernel that copies node `src` into buffer `out`.
+    fn copy_into(&mut self, src: NodeId, out: usize, name: &str) -> Result<(), IrError> {
+        let ty = self.g.ty(src).clone();
+        let mut kl = KernelLowering::new(self, None, out);
+        let (vars, idx) = kl.domain(&ty.shape);
+        let v = kl.access(src, &idx)?;
+        let v = math::encode(&mut kl.kb, v, ty.dtype);
+        let (k, args) = kl.finish(name.to_string(), vars, Body::Map { value: v });
+        self.push_kernel(k, args);
+        Ok(())
+    }
+
+    fn lower_node(&mut self, n: NodeId, out: usize) -> Result<(), IrError> {
+        let g = self.g;
+        let node = g.node(n);
+        let ty = node.ty.clone();
+        let name = kernel_name(&node.name, &node.op.name());
+        if let Some(&c) = self.plan.gemm_root.get(&n) {
+            return self.lower_gemm(c, n, out, &name);
+        }
+        if gemm_eligible(g, n) {
+            return self.lower_gemm(n, n, out, &name);
+        }
+        match &node.op {
+            Op::ScatterElements { axis, reduction } => {
+                let ops = g.operands(n);
+                self.copy_into(ops[0], out, &format!("{name}_copy"))?;
+                let (data_shape, upd_shape) = (g.ty(ops[0]).shape.clone(), g.ty(ops[2]).shape.clone());
+                let mut kl = KernelLowering::new(self, None, out);
+                let (vars, u) = kl.domain(&upd_shape);
+                let raw = kl.access(ops[1], &u)?;
+                let i = kl.index_value(raw, data_shape[*axis] as i64);
+                let mut target = u.clone();
+                target[*axis] = i;
+                let flat = kl.kb.flat_index(&target, &data_shape);
+                let upd = kl.access(ops[2], &u)?;
+                let value = kl.scatter_value(flat, upd, *reduction, ty.dtype);
+                let (k, args) = kl.finish(format!("{name}_scatter"), vars, Body::Scatter { index: flat, value });
+                self.push_kernel(k, args);
+            }
+            Op::ScatterNd { reduction } => {
+                let ops = g.operands(n);
+                self.copy_into(ops[0], out, &format!("{name}_copy"))?;
+                let data_shape = g.ty(ops[0]).shape.clone();
+                let idx_shape = g.ty(ops[1]).shape.clone();
+                let q = idx_shape.len();
+                let depth = idx_shape[q - 1];
+                let upd_shape = g.ty(ops[2]).shape.clone();
+                let mut kl = KernelLowering::new(self, None, out);
+                let (vars, u) = kl.domain(&upd_shape);
+                let prefix = &u[..q - 1];
+                let mut target = vec![];
+                for j in 0..depth {
+                    let mut ii = prefix.to_vec();
+                    ii.push(kl.kb.i64c(j as i64));
+                    let raw = kl.access(ops[1], &ii)?;
+                    target.push(kl.index_value(raw, data_shape[j] as i64));
+                }
+                target.extend_from_slice(&u[q - 1..]);
+                let flat = kl.kb.flat_index(&target, &data_shape);
+                let upd = kl.access(ops[2], &u)?;
+                let value = kl.scatter_value(flat, upd, *reduction, ty.dtype);
+                let (k, args) = kl.finish(format!("{name}_scatter"), vars, Body::Scatter { index: flat, value });
+                self.push_kernel(k, args);
+            }
+            _ => {
+                let mut kl = KernelLowering::new(self, Some(n), out);
+                let (vars, idx) = kl.domain(&ty.shape);
+                let v = kl.emit_node(n, &idx)?;
+                let v = math::encode(&mut kl.kb, v, ty.dtype);
+                let (k, args) = kl.finish(name, vars, Body::Map { value: v });
+                self.push_kernel(k, args);
+            }
+        }
+        Ok(())
+    }
+
+    /// Lower contraction `c` as a GEMM whose epilogue computes `root` (which may be `c`).
+    fn lower_gemm(&mut self, c: NodeId, root: NodeId, out: usize, name: &str) -> Result<(), IrError> {
+        let g = self.g;
+        let (mr, nr) = (self.opts.gemm_mr, self.opts.gemm_nr);
+        let ops = g.operands(c);
+        match g.node(c).op.clone() {
+            Op::MatMul => {
+                let (ash, bsh) = (g.ty(ops[0]).shape.clone(), g.ty(ops[1]).shape.clone());
+                let osh = g.ty(c).shape.clone();
+                let r = osh.len();
+                let (m, n, k) = (osh[r - 2], osh[r - 1], ash[ash.len() - 1]);
+                let a_buf = self.dense_buffer(ops[0])?;
+                let b_packed = match &g.node(ops[1]).op {
+                    Op::Constant(t) => {
+                        let packed = pack_b(t, nr)?;
+                        Some(self.add_weight(packed, &format!("{}_packed", g.node(ops[1]).name)))
+                    }
+                    _ => None,
+                };
+                let b_buf = match b_packed {
+                    Some(b) => b,
+                    None => self.dense_buffer(ops[1])?,
+                };
+                let mut kl = KernelLowering::new(self, Some(root), out);
+                kl.acc_node = Some(c);
+                let (vars, idx) = kl.domain(&osh);
+                let a_base = batch_offset(&mut kl.kb, &idx[..r - 2], &ash[..ash.len() - 2], (m * k) as i64);
+                let b_mat = if b_packed.is_some() { (n.div_ceil(nr) * nr * k) as i64 } else { (k * n) as i64 };
+                let b_base = batch_offset(&mut kl.kb, &idx[..r - 2], &bsh[..bsh.len() - 2], b_mat);
+                let a = GemmOperand { buf: kl.slot(a_buf), base: a_base, row_stride: k as i64, col_stride: 1, panel: None };
+                let b = GemmOperand {
+                    buf: kl.slot(b_buf),
+                    base: b_base,
+                    row_stride: n as i64,
+                    col_stride: 1,
+                    panel: b_packed.map(|_| (k * nr) as i64),
+                };
+                let epilogue = kl.epilogue(root, &idx)?;
+                let (kern, args) = kl.finish(name.to_string(), vars, Body::Gemm(Gemm { m, n, k, a, b, mr, nr, epilogue }));
+                self.push_kernel(kern, args);
+            }
+            Op::Conv(cv) => {
+                let (xs, ws) = (g.ty(ops[0]).shape.clone(), g.ty(ops[1]).shape.clone());
+                let osh = g.ty(c).shape.clone();
+                let sp = xs.len() - 2;
+                let groups = cv.groups;
+                let (nb, ci, mo, cg) = (xs[0], xs[1], ws[0], ws[1]);
+                let mg = mo / groups;
+                let ksp: usize = ws[2..].iter().product();
+                let kk = cg * ksp;
+                let p: usize = osh[2..].iter().product();
+                // A: the weights, packed per group when constant.
+                let (a_buf, a_packed) = match &g.node(ops[1]).op {
+                    Op::Constant(t) => {
+                        let packed = pack_a(t, groups, mg, kk, mr)?;
+                        (self.add_weight(packed, &format!("{}_packed", g.node(ops[1]).name)), true)
+                    }
+                    _ => (self.dense_buffer(ops[1])?, false),
+                };
+                // B: the input itself for 1x1 stride-1 convolutions, else an im2col buffer.
+                let pointwise = ws[2..].iter().all(|&d| d == 1) && cv.strides.iter().all(|&s| s == 1) && xs[2..] == osh[2..];
+                let (b_buf, b_group_stride, b_batch_stride) = if pointwise {
+                    (self.dense_buffer(ops[0])?, (cg * p) as i64, (ci * p) as i64)
+                } else {
+                    let col = self.new_buffer(BufferKind::Temp { offset: 0 }, DType::F32, nb * groups * kk * p, &format!("{name}_im2col"));
+                    self.im2col(ops[0], col, &xs, &ws, &osh, &cv, &format!("{name}_im2col"))?;
+                    (col, (kk * p) as i64, (groups * kk * p) as i64)
+                };
+                let mut kl = KernelLowering::new(self, Some(root), out);
+                kl.acc_node = Some(c);
+                let (vars, idx) = kl.domain(&[nb, groups, mg, p]);
+                let (n_e, grp, i, j) = (idx[0], idx[1], idx[2], idx[3]);
+                let a_group = if a_packed { (mg.div_ceil(mr) * mr * kk) as i64 } else { (mg * kk) as i64 };
+                let a_base = kl.kb.mul_c(grp, a_group);
+                let nb_off = kl.kb.mul_c(n_e, b_batch_stride);
+                let g_off = kl.kb.mul_c(grp, b_group_stride);
+                let b_base = kl.kb.add(nb_off, g_off);
+                let a = GemmOperand {
+                    buf: kl.slot(a_buf),
+                    base: a_base,
+                    row_stride: kk as i64,
+                    col_stride: 1,
+                    panel: a_packed.then_some((kk * mr) as i64),
+                };
+                let b = GemmOperand { buf: kl.slot(b_buf), base: b_base, row_stride: p as i64, col_stride: 1, panel: None };
+                // The root's index: [n, group * mg + i, spatial(j)..].
+                let gm = kl.kb.mul_c(grp, mg as i64);
+                let ch = kl.kb.add(gm, i);
+                let mut ridx = vec![n_e, ch];
+                ridx.extend(kl.kb.unflatten(j, &osh[2..]));
+                let _ = sp;
+                let epilogue = kl.epilogue(root, &ridx)?;
+                let (kern, args) = kl.finish(name.to_string(), vars, Body::Gemm(Gemm { m: mg, n: p, k: kk, a, b, mr, nr, epilogue }));
+                self.push_kernel(kern, args);
+            }
+            other => return Err(IrError::new(format!("{} is not a contraction", other.name()))),
+        }
+        Ok(())
+    }
+
+    /// `col[n][grp][c][k..][o..] = x[n, grp*cg + c, o*s + k*d ..]` (reading through x's padding).
+    #[allow(clippy::too_many_arguments)]
+    fn im2col(
+        &mut self,
+        x: NodeId,
+        col: usize,
+        xs: &[usize],
+        ws: &[usize],
+        osh: &[usize],
+        cv: &odc_ir::Conv,
+        name: &str,
+    ) -> Result<(), IrError> {
+        let sp = xs.len() - 2;
+        let mut dom = vec![xs[0], cv.groups, ws[1]];
+        dom.extend(&ws[2..]);
+        dom.extend(&osh[2..]);
+        let mut kl = KernelLowering::new(self, None, col);
+        let (vars, idx) = kl.domain(&dom);
+        let gc = kl.kb.mul_c(idx[1], ws[1] as i64);
+        let chan = kl.kb.add(gc, idx[2]);
+        let mut xi = vec![idx[0], chan];
+        for a in 0..sp {
+            let o = kl.kb.mul_c(idx[3 + sp + a], cv.strides[a] as i64);
+            let kd = kl.kb.mul_c(idx[3 + a], cv.dilations[a] as i64);
+            xi.push(kl.kb.add(o, kd));
+        }
+        let v = kl.access(x, &xi)?;
+        let (k, args) = kl.finish(name.to_string(), vars, Body::Map { value: v });
+        self.push_kernel(k, args);
+        Ok(())
+    }
+}
+
+/// Element offset of a batch index into an operand with batch dims `shape` broadcast against
+/// the output's batch index `idx` (right-aligned), for matrices of `mat` elements.
+fn batch_offset(kb: &mut KernelBuilder, idx: &[E], shape: &[usize], mat: i64) -> E {
+    let off = idx.len() - shape.len();
+    let mut acc = kb.i64c(0);
+    let mut stride = mat;
+    for (d, &ext) in shape.iter().enumerate().rev() {
+        if ext != 1 {
+            let t = kb.mul_c(idx[off + d], stride);
+            acc = kb.add(acc, t);
+        }
+        stride *= ext as i64;
+    }
+    acc
+}
+
+fn f32s(t: &Tensor) -> Result<Vec<f32>, IrError> {
+    if t.dtype != DType::F32 {
+        return Err(IrError::new(format!("GEMM packing expects f32 weights, got {}", t.dtype)));
+    }
+    Ok(t.bytes().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+}
+
+fn tensor_of(v: Vec<f32>) -> Tensor {
+    let n = v.len();
+    let bytes: Vec<u8> = v.into_iter().flat_map(|x| x.to_le_bytes()).collect();
+    Tensor::new(DType::F32, vec![n], Bytes::from_vec(bytes)).expect("length matches")
+}
+
+/// Pack conv weights `[groups * mg][k]` into `[groups][ceil(mg/mr)][k][mr]` (zero rows pad).
+fn pack_a(t: &Tensor, groups: usize, mg: usize, k: usize, mr: usize) -> Result<Tensor, IrError> {
+    let w = f32s(t)?;
+    let panels = mg.div_ceil(mr);
+    let mut out = vec![0f32; groups * panels * k * mr];
+    for gi in 0..groups {
+        for i in 0..mg {
+            for kk in 0..k {
+                out[((gi * panels + i / mr) * k + kk) * mr + i % mr] = w[(gi * mg + i) * k + kk];
+            }
+        }
+    }
+    Ok(tensor_of(out))
+}
+
+/// Pack matmul weights `[batch..][k][n]` into `[batch..][ceil(n/nr)][k][nr]` (zero columns pad).
+fn pack_b(t: &Tensor, nr: usize) -> Result<Tensor, IrError> {
+    let w = f32s(t)?;
+    let r = t.shape.len();
+    let (k, n) = (t.shape[r - 2], t.shape[r - 1]);
+    let batch: usize = t.shape[..r - 2].iter().product();
+    let panels = n.div_ceil(nr);
+    let mut out = vec![0f32; batch * panels * k * nr];
+    for b in 0..batch {
+        for kk in 0..k {
+            for j in 0..n {
+                out[((b * panels + j / nr) * k + kk) * nr + j % nr] = w[(b * k + kk) * n + j];
+            }
+        }
+    }
+    Ok(tensor_of(out))
+}
+
 /// Builds one kernel: owns the expression builder and the buffer-slot table.
-pub struct KernelLowering<'a> {
-    g: &'a Graph,
-    buffer_of: &'a HashMap<NodeId, usize>,
-    fused: &'a HashSet<NodeId>,
+pub struct KernelLowering<'s, 'g> {
+    st: &'s mut LowerState<'g>,
     /// The node this kernel materialises (computed, not loaded).
     root: Option<NodeId>,
-    buffers: &'a [Buffer],
+    /// The contraction whose value is the GEMM accumulator.
+    acc_node: Option<NodeId>,
     pub kb: KernelBuilder,
     slots: HashMap<usize, u32>,
     args: Vec<usize>,
 }
 
-impl<'a> KernelLowering<'a> {
-    fn new(
-        g: &'a Graph,
-        buffer_of: &'a HashMap<NodeId, usize>,
-        fused: &'a HashSet<NodeId>,
-        root: Option<NodeId>,
-        buffers: &'a [Buffer],
-        out: usize,
-    ) -> Self {
-        let mut kl = KernelLowering {
-            g,
-            buffer_of,
-            fused,
-            root,
-            buffers,
-            kb: KernelBuilder::new(),
-            slots: HashMap::new(),
-            args: vec![],
-        };
+impl<'s, 'g> KernelLowering<'s, 'g> {
+    fn new(st: &'s mut LowerState<'g>, root: Option<NodeId>, out: usize) -> Self {
+        let mut kl = KernelLowering { st, root, acc_node: None, kb: KernelBuilder::new(), slots: HashMap::new(), args: vec![] };
         kl.slot(out);
         kl
+    }
+
+    /// The GEMM epilogue: the root's value (the accumulator itself when the root is the contraction).
+    fn epilogue(&mut self, root: NodeId, idx: &[E]) -> Result<E, IrError> {
+        let v = if Some(root) == self.acc_node { self.kb.acc() } else { self.emit_node(root, idx)? };
+        Ok(math::encode(&mut self.kb, v, self.st.g.ty(root).dtype))
     }
 
     fn slot(&mut self, buffer: usize) -> u32 {
         if let Some(&s) = self.slots.get(&buffer) {
             return s;
         }
-        let b = &self.buffers[buffer];
+        let b = &self.st.prog.buffers[buffer];
         let s = self.kb.buf(b.dtype, b.len);
         self.slots.insert(buffer, s);
         self.args.push(buffer);
@@ -315,16 +546,25 @@ impl<'a> KernelLowering<'a> {
 
     /// The value of node `n` at multi-index `idx`, in its compute type.
     pub fn access(&mut self, n: NodeId, idx: &[E]) -> Result<E, IrError> {
+        if Some(n) == self.acc_node {
+            return Ok(self.kb.acc());
+        }
         if Some(n) != self.root {
-            if let Some(&buf) = self.buffer_of.get(&n) {
-                let shape = &self.g.ty(n).shape;
+            let g = self.st.g;
+            let buf = match self.st.buffer_of.get(&n) {
+                Some(&b) => Some(b),
+                None if matches!(g.node(n).op, Op::Constant(_)) && !always_inlined(g, n) => Some(self.st.weight_buffer(n)),
+                None => None,
+            };
+            if let Some(buf) = buf {
+                let shape = &g.ty(n).shape;
                 let flat = self.kb.flat_index(idx, shape);
                 let slot = self.slot(buf);
                 let raw = self.kb.load(slot, flat);
-                return Ok(math::decode(&mut self.kb, raw, self.g.ty(n).dtype));
+                return Ok(math::decode(&mut self.kb, raw, g.ty(n).dtype));
             }
-            if !always_inlined(self.g, n) && !self.fused.contains(&n) {
-                return Err(IrError::new(format!("{}: node is neither materialised nor inlinable", self.g.node(n).name)));
+            if !always_inlined(g, n) && !self.st.plan.is_fused(n) {
+                return Err(IrError::new(format!("{}: node is neither materialised nor inlinable", g.node(n).name)));
             }
         }
         self.emit_node(n, idx)
@@ -332,7 +572,7 @@ impl<'a> KernelLowering<'a> {
 
     /// Operand `o` read at output index `idx` under numpy broadcasting.
     fn access_bcast(&mut self, o: NodeId, idx: &[E]) -> Result<E, IrError> {
-        let shape = self.g.ty(o).shape.clone();
+        let shape = self.st.g.ty(o).shape.clone();
         let off = idx.len() - shape.len();
         let mut ii = Vec::with_capacity(shape.len());
         for (i, &d) in shape.iter().enumerate() {
@@ -371,7 +611,7 @@ impl<'a> KernelLowering<'a> {
 
     /// The compute definition of node `n` at `idx`.
     pub fn emit_node(&mut self, n: NodeId, idx: &[E]) -> Result<E, IrError> {
-        let g = self.g;
+        let g = self.st.g;
         let node = g.node(n);
         let ops = g.operands(n);
         let ty = &node.ty;

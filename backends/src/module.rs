@@ -32,11 +32,30 @@ pub enum WeightsMode {
 }
 
 /// How to emit a program.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ModuleSpec {
     /// Symbol prefix (a C identifier).
     pub prefix: String,
     pub weights: WeightsMode,
+    /// The same target at `opt_level=none`, for GEMM microkernels: at `speed` the e-graph
+    /// hoists every load of the unrolled k loop above the FMAs and the accumulators spill, while
+    /// at `none` the instruction order the generator chose is kept (measured in
+    /// `backends/examples/gemm_bench.rs`).
+    pub microkernel_isa: Option<std::sync::Arc<dyn TargetIsa>>,
+}
+
+/// Compile `ctx` with `isa` and insert the bytes into `m` (for functions compiled with flags
+/// other than the module's).
+fn define_with_isa<M: Module>(m: &mut M, id: FuncId, ctx: &mut cranelift_codegen::Context, isa: &dyn TargetIsa) -> Result<(), IrError> {
+    let code = ctx
+        .compile(isa, &mut cranelift_codegen::control::ControlPlane::default())
+        .map_err(|e| module_err(format!("{:?}", e.inner)))?;
+    let alignment = code.buffer.alignment as u64;
+    let bytes = code.code_buffer().to_vec();
+    let mach_relocs = code.buffer.relocs().to_vec();
+    let relocs: Vec<cranelift_module::ModuleReloc> =
+        mach_relocs.iter().map(|r| cranelift_module::ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect();
+    m.define_function_bytes(id, alignment, &bytes, &relocs).map_err(module_err)
 }
 
 /// Symbols of an emitted program.
@@ -93,7 +112,24 @@ pub fn options_for(isa: &dyn TargetIsa) -> CodegenOptions {
         target_lexicon::Architecture::Riscv64(_) => (true, flag("has_v"), true),
         _ => (false, false, false),
     };
-    CodegenOptions { vectorize, has_fma, native_rounding }
+    let x86 = matches!(isa.triple().architecture, target_lexicon::Architecture::X86_64);
+    let gemm_fma = has_fma && !x86;
+    let gemm_shared_broadcast_rows = if x86 { 1 } else { usize::MAX };
+    CodegenOptions { vectorize, has_fma, native_rounding, gemm_fma, gemm_shared_broadcast_rows }
+}
+
+/// Lowering choices that depend on the target: the GEMM register tile (`mr` rows of A broadcast,
+/// `nr` columns of B in vectors) sized to the register file: 16 xmm on x86_64 (6x8: 12
+/// accumulators + 2 B vectors + 1 broadcast), 32 v-registers on aarch64 (8x12: 24 + 3 + 1), and
+/// scalar 4x4 where there is no SIMD (riscv64 without V: 16 of 32 f-registers).
+pub fn lower_options_for(isa: &dyn TargetIsa) -> crate::lower::LowerOptions {
+    let opts = options_for(isa);
+    let (mr, nr) = match isa.triple().architecture {
+        _ if !opts.vectorize => (4, 4),
+        target_lexicon::Architecture::Aarch64(_) => (8, 12),
+        _ => (6, 8),
+    };
+    crate::lower::LowerOptions { gemm_mr: mr, gemm_nr: nr }
 }
 
 /// Define every kernel, the weights, the descriptor and the three entry points in `m`.
@@ -113,7 +149,17 @@ pub fn define_program<M: Module>(m: &mut M, prog: &Program, spec: &ModuleSpec) -
         let id = m.declare_function(&format!("{p}_k{i}"), Linkage::Local, &sig).map_err(module_err)?;
         ctx.func.signature = sig;
         build_kernel(k, &mut ctx.func, &mut fctx, m.isa().frontend_config(), opts);
-        m.define_function(id, &mut ctx).map_err(|e| module_err(format!("kernel {}: {e:?}", k.name)))?;
+        let disasm = std::env::var("ODC_DISASM").ok().filter(|f| k.name.contains(f.as_str()));
+        ctx.set_disasm(disasm.is_some());
+        match (&k.body, &spec.microkernel_isa) {
+            (crate::kernel::Body::Gemm(_), Some(isa)) => define_with_isa(m, id, &mut ctx, &**isa)?,
+            _ => m.define_function(id, &mut ctx).map_err(|e| module_err(format!("kernel {}: {e:?}", k.name)))?,
+        }
+        if disasm.is_some() {
+            if let Some(code) = ctx.compiled_code() {
+                eprintln!("=== kernel {} ===\n{}", k.name, code.vcode.as_deref().unwrap_or("(no disassembly)"));
+            }
+        }
         m.clear_context(&mut ctx);
         kernels.push(id);
     }
@@ -402,7 +448,7 @@ fn define_run<M: Module>(
             }
             let table = b.ins().stack_addr(ptr, slot, 0);
             let k = &prog.kernels[step.kernel];
-            let extent = k.extent(k.domain[0]);
+            let extent = k.outer_extent();
             let lo = b.ins().iconst(types::I64, 0);
             let hi = b.ins().iconst(types::I64, extent);
             let done = b.create_block();

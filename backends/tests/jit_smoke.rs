@@ -1,6 +1,5 @@
 use odc_backends::{lower, JitProgram, OptLevel};
 use odc_ir::{BinaryOp, DType, Graph, Op, ReduceOp, TensorType, UnaryOp};
-use std::collections::HashSet;
 
 fn f32s(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
@@ -11,7 +10,7 @@ fn bytes(v: &[f32]) -> Vec<u8> {
 
 fn run(g: &Graph, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
     g.verify().unwrap();
-    let prog = lower(g, &HashSet::new()).unwrap();
+    let prog = lower(g, &odc_backends::FusionPlan::none(), &odc_backends::LowerOptions::default()).unwrap();
     let jit = JitProgram::compile(prog, OptLevel::Speed).unwrap();
     let ins: Vec<Vec<u8>> = inputs.iter().map(|v| bytes(v)).collect();
     let refs: Vec<&[u8]> = ins.iter().map(|v| v.as_slice()).collect();

@@ -2,9 +2,8 @@
 //! including views composed through each other (transpose ∘ slice ∘ reshape ∘ pad).
 
 use odc_backends::{lower, JitProgram, OptLevel};
-use odc_ir::{BinaryOp, Conv, DType, Graph, NodeId, Op, PadMode, ReduceOp, Scalar, TensorType};
+use odc_ir::{BinaryOp, Conv, DType, Graph, NodeId, Op, PadMode, ReduceOp, Scalar, Tensor, TensorType};
 use proptest::prelude::*;
-use std::collections::HashSet;
 
 fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];
@@ -24,8 +23,13 @@ fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
 }
 
 fn run(g: &Graph, inputs: &[Vec<f32>]) -> Vec<f32> {
+    run_with(g, inputs, false)
+}
+
+fn run_with(g: &Graph, inputs: &[Vec<f32>], fuse: bool) -> Vec<f32> {
     g.verify().unwrap();
-    let prog = lower(g, &HashSet::new()).unwrap();
+    let plan = if fuse { odc_backends::fusion::greedy(g) } else { odc_backends::FusionPlan::none() };
+    let prog = lower(g, &plan, &odc_backends::LowerOptions::default()).unwrap();
     let jit = JitProgram::compile(prog, OptLevel::Speed).unwrap();
     let bytes: Vec<Vec<u8>> = inputs.iter().map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
     let refs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
@@ -111,24 +115,43 @@ proptest! {
         close(&run(&g, &[d]), &want, 1e-5)?;
     }
 
+    /// Shapes cover full register tiles and every row, column and k tail; B is an input (read
+    /// in place) or a constant (packed into panels at compile time); with fusion on, a bias add
+    /// and a max(0, .) become the GEMM epilogue.
     #[test]
-    fn batched_matmul(m in 1usize..6, k in 1usize..9, n in 1usize..11, batch_a in 1usize..3, batch_b in 1usize..3) {
+    fn batched_matmul(m in 1usize..20, k in 1usize..20, n in 1usize..30, batch_a in 1usize..3, batch_b in 1usize..3,
+                      const_b in any::<bool>(), epilogue in any::<bool>()) {
         let (batch_a, batch_b) = if batch_a != batch_b && batch_a != 1 && batch_b != 1 { (batch_a, 1) } else { (batch_a, batch_b) };
         let mut g = Graph::new();
-        let a = input(&mut g, "a", &[batch_a, m, k]);
-        let b = input(&mut g, "b", &[batch_b, k, n]);
-        let c = g.add(Op::MatMul, &[a, b], "c").unwrap();
-        g.set_output("c", c);
         let (da, db) = (data(batch_a * m * k, 4), data(batch_b * k * n, 5));
+        let bias = data(n, 6);
+        let a = input(&mut g, "a", &[batch_a, m, k]);
+        let b = if const_b {
+            g.constant(Tensor::from_f32(vec![batch_b, k, n], &db), "b")
+        } else {
+            input(&mut g, "b", &[batch_b, k, n])
+        };
+        let mut c = g.add(Op::MatMul, &[a, b], "c").unwrap();
         let bt = batch_a.max(batch_b);
+        if epilogue {
+            let bv = g.constant(Tensor::from_f32(vec![n], &bias), "bias");
+            let bx = g.add(Op::Expand { shape: vec![bt, m, n] }, &[bv], "bias_x").unwrap();
+            let s = g.add(Op::Binary(BinaryOp::Add), &[c, bx], "add").unwrap();
+            let z = g.constant(Tensor::from_f32(vec![], &[0.0]), "zero");
+            let zx = g.add(Op::Expand { shape: vec![bt, m, n] }, &[z], "zero_x").unwrap();
+            c = g.add(Op::Binary(BinaryOp::Max), &[s, zx], "relu").unwrap();
+        }
+        g.set_output("c", c);
         let mut want = vec![0f32; bt * m * n];
         for t in 0..bt {
             let (ta, tb) = (if batch_a == 1 { 0 } else { t }, if batch_b == 1 { 0 } else { t });
             for i in 0..m { for j in 0..n {
-                want[(t * m + i) * n + j] = (0..k).map(|p| da[(ta * m + i) * k + p] * db[(tb * k + p) * n + j]).sum();
+                let dot: f32 = (0..k).map(|p| da[(ta * m + i) * k + p] * db[(tb * k + p) * n + j]).sum();
+                want[(t * m + i) * n + j] = if epilogue { (dot + bias[j]).max(0.0) } else { dot };
             }}
         }
-        close(&run(&g, &[da, db]), &want, 1e-5)?;
+        let inputs = if const_b { vec![da] } else { vec![da, db] };
+        close(&run_with(&g, &inputs, epilogue), &want, 1e-5)?;
     }
 
     #[test]

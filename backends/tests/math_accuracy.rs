@@ -4,14 +4,13 @@
 
 use odc_backends::{lower, JitProgram, OptLevel};
 use odc_ir::{DType, Graph, Op, TensorType, UnaryOp};
-use std::collections::HashSet;
 
 fn run_unary(op: UnaryOp, dtype: DType, xs: &[f64]) -> Vec<f64> {
     let mut g = Graph::new();
     let x = g.add_input("x", TensorType::new(dtype, vec![xs.len()]));
     let y = g.add(Op::Unary(op), &[x], "y").unwrap();
     g.set_output("y", y);
-    let prog = lower(&g, &HashSet::new()).unwrap();
+    let prog = lower(&g, &odc_backends::FusionPlan::none(), &odc_backends::LowerOptions::default()).unwrap();
     let jit = JitProgram::compile(prog, OptLevel::Speed).unwrap();
     let bytes: Vec<u8> = match dtype {
         DType::F32 => xs.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect(),

@@ -13,12 +13,13 @@ pub mod npy;
 
 use odc_backends::aot::{self, AotOptions, WeightsPlacement};
 use odc_backends::target::TargetSpec;
-use odc_backends::{bindings, lower, JitEvaluator, JitProgram, OptLevel, Program};
+use odc_backends::fusion::{self, FusionPlan};
+use odc_backends::{bindings, lower, JitEvaluator, JitProgram, LowerOptions, OptLevel, Program};
 use std::path::PathBuf;
 use odc_frontend::onnx::{self, ImportOptions};
 use odc_frontend::FrontendError;
 use odc_ir::{Graph, IrError};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -59,11 +60,19 @@ pub struct CompileOptions {
     /// [`ImportOptions::input_values`]).
     pub input_values: HashMap<String, odc_ir::Tensor>,
     pub opt_level: OptLevel,
+    /// Fuse elementwise chains and GEMM epilogues (off: one kernel per primitive).
+    pub fusion: bool,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { input_shapes: HashMap::new(), dims: HashMap::new(), input_values: HashMap::new(), opt_level: OptLevel::Speed }
+        CompileOptions {
+            input_shapes: HashMap::new(),
+            dims: HashMap::new(),
+            input_values: HashMap::new(),
+            opt_level: OptLevel::Speed,
+            fusion: true,
+        }
     }
 }
 
@@ -123,15 +132,21 @@ pub fn import_model(model: &onnx::OnnxModel, opts: &CompileOptions, timings: &mu
     Ok(g)
 }
 
-/// Graph → kernels, buffers and the static memory plan.
-pub fn plan(g: &Graph, timings: &mut Timings) -> Result<Program, Error> {
-    let fused = HashSet::new();
-    Ok(timings.record("lower", || lower(g, &fused))?)
+/// Graph → kernels, buffers and the static memory plan, for a target's lowering options.
+pub fn plan(g: &Graph, opts: &CompileOptions, target: &LowerOptions, timings: &mut Timings) -> Result<Program, Error> {
+    let fusion = timings.record("fusion", || if opts.fusion { fusion::greedy(g) } else { FusionPlan::none() });
+    Ok(timings.record("lower", || lower(g, &fusion, target))?)
+}
+
+/// Lowering options for the host.
+pub fn host_lower_options(opts: &CompileOptions) -> Result<LowerOptions, Error> {
+    let isa = odc_backends::host_isa(opts.opt_level)?;
+    Ok(odc_backends::module::lower_options_for(&*isa))
 }
 
 /// Compile for in-process execution.
 pub fn compile_jit(g: &Graph, opts: &CompileOptions, timings: &mut Timings) -> Result<JitProgram, Error> {
-    let prog = plan(g, timings)?;
+    let prog = plan(g, opts, &host_lower_options(opts)?, timings)?;
     Ok(timings.record("codegen", || JitProgram::compile(prog, opts.opt_level))?)
 }
 
@@ -192,7 +207,8 @@ pub fn compile_aot(model: &Path, opts: &CompileOptions, req: &AotRequest, timing
     };
     std::fs::create_dir_all(&dir).map_err(|e| Error::Usage(format!("cannot create {}: {e}", dir.display())))?;
     let g = import_onnx(model, opts, timings)?;
-    let prog = plan(&g, timings)?;
+    let (_, isa) = odc_backends::target::build_isa(&req.target, true, opts.opt_level == OptLevel::Speed)?;
+    let prog = plan(&g, opts, &odc_backends::module::lower_options_for(&*isa), timings)?;
     let aot_opts = AotOptions { target: req.target.clone(), prefix: prefix.clone(), weights: req.weights, opt_speed: opts.opt_level == OptLevel::Speed };
     let module = timings.record("codegen", || aot::compile_object(&prog, &aot_opts))?;
     let mut written = vec![];

@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use odc::{npy, CompileOptions, Timings};
 use odc_backends::OptLevel;
+use rand::SeedableRng;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -80,6 +81,26 @@ enum Cmd {
         #[arg(short = 'o', long)]
         output: PathBuf,
     },
+    /// Time a model: random (or given) inputs, warm-up, repeated runs, per-kernel breakdown.
+    Bench {
+        #[command(flatten)]
+        m: ModelArgs,
+        /// Threads sharing each parallel loop.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Use this input instead of random values: NAME=FILE.npy (repeatable).
+        #[arg(long = "input", short = 'i', value_name = "NAME=FILE")]
+        inputs: Vec<String>,
+        /// Timed runs.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Untimed runs first.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Kernels listed in the breakdown.
+        #[arg(long, default_value_t = 12)]
+        top: usize,
+    },
     /// Show the imported graph and the kernel plan.
     Inspect {
         #[command(flatten)]
@@ -105,6 +126,9 @@ fn compile_options(m: &ModelArgs) -> Result<CompileOptions> {
     }
     if std::env::var("ODC_OPT").as_deref() == Ok("none") {
         o.opt_level = OptLevel::None;
+    }
+    if std::env::var("ODC_FUSION").as_deref() == Ok("off") {
+        o.fusion = false;
     }
     Ok(o)
 }
@@ -244,7 +268,7 @@ fn inspect(m: &ModelArgs, show_graph: bool, show_kernels: bool) -> Result<()> {
     let opts = compile_options(m)?;
     let mut timings = Timings::default();
     let g = odc::import_onnx(&m.model, &opts, &mut timings)?;
-    let prog = odc::plan(&g, &mut timings)?;
+    let prog = odc::plan(&g, &opts, &odc::host_lower_options(&opts)?, &mut timings)?;
     if show_graph {
         print!("{g}");
     }
@@ -260,6 +284,93 @@ fn inspect(m: &ModelArgs, show_graph: bool, show_kernels: bool) -> Result<()> {
             print!("{k}");
         }
     }
+    Ok(())
+}
+
+/// Random bytes for a tensor of `dtype`: floats uniform in [-1, 1), integers in [0, 8), bools.
+fn random_input(dtype: odc_ir::DType, n: usize, rng: &mut impl rand::Rng) -> Vec<u8> {
+    use odc_ir::DType::*;
+    let mut out = Vec::with_capacity(dtype.byte_len(n));
+    for _ in 0..n {
+        let f: f64 = rng.random_range(-1.0..1.0);
+        let i: i64 = rng.random_range(0..8);
+        match dtype {
+            F32 => out.extend((f as f32).to_le_bytes()),
+            F64 => out.extend(f.to_le_bytes()),
+            F16 => out.extend(half::f16::from_f64(f).to_le_bytes()),
+            BF16 => out.extend(half::bf16::from_f64(f).to_le_bytes()),
+            Bool => out.push((i & 1) as u8),
+            I8 | U8 => out.push(i as u8),
+            I16 | U16 => out.extend((i as i16).to_le_bytes()),
+            I32 | U32 => out.extend((i as i32).to_le_bytes()),
+            I64 | U64 => out.extend(i.to_le_bytes()),
+            _ => out.push(0),
+        }
+    }
+    out.truncate(dtype.byte_len(n));
+    out
+}
+
+fn bench(m: &ModelArgs, threads: usize, inputs: &[String], runs: usize, warmup: usize, top: usize) -> Result<()> {
+    let mut opts = compile_options(m)?;
+    let mut given: HashMap<String, npy::NpyTensor> = HashMap::new();
+    for spec in inputs {
+        let (name, file) = spec.split_once('=').with_context(|| format!("expected NAME=FILE.npy, got '{spec}'"))?;
+        let t = npy::read(Path::new(file))?;
+        opts.input_shapes.entry(name.to_string()).or_insert_with(|| t.shape.clone());
+        given.insert(name.to_string(), t);
+    }
+    let mut timings = Timings::default();
+    let t0 = std::time::Instant::now();
+    let g = odc::import_onnx(&m.model, &opts, &mut timings)?;
+    let mut jit = odc::compile_jit(&g, &opts, &mut timings)?;
+    let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
+    jit.set_threads(threads);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x0dc);
+    let data: Vec<Vec<u8>> = jit
+        .inputs()
+        .iter()
+        .map(|s| match given.get(&s.name) {
+            Some(t) => t.data.clone(),
+            None => random_input(s.dtype, s.shape.iter().product(), &mut rng),
+        })
+        .collect();
+    let refs: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
+    let mut bufs = jit.buffers();
+    for _ in 0..warmup {
+        jit.run_into(&refs, &mut bufs)?;
+    }
+    let mut times = vec![];
+    for _ in 0..runs.max(1) {
+        let t = std::time::Instant::now();
+        jit.run_into(&refs, &mut bufs)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    // Per-kernel breakdown: average of a few profiled runs, grouped by kernel name.
+    let prog = jit.program();
+    let reps = 3;
+    let mut per: HashMap<String, f64> = HashMap::new();
+    let mut total = 0.0;
+    for _ in 0..reps {
+        for (step, t) in prog.steps.iter().zip(jit.profile(&refs)?) {
+            *per.entry(prog.kernels[step.kernel].name.clone()).or_default() += t * 1e3 / reps as f64;
+            total += t * 1e3 / reps as f64;
+        }
+    }
+    let mut rows: Vec<(String, f64)> = per.into_iter().collect();
+    rows.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+    println!("model: {}  threads: {threads}  kernels: {}  arena: {} bytes", m.model.display(), prog.kernels.len(), prog.arena_size);
+    println!("compile: {compile_ms:.1} ms ({})", timings.stages.iter().map(|(n, d)| format!("{n} {:.1}", d.as_secs_f64() * 1e3)).collect::<Vec<_>>().join(", "));
+    println!("per-kernel time (profiled, {:.3} ms total):", total);
+    for (name, t) in rows.iter().take(top) {
+        println!("  {:5.1}%  {:8.3} ms  {name}", 100.0 * t / total.max(1e-12), t);
+    }
+    if rows.len() > top {
+        let rest: f64 = rows[top..].iter().map(|r| r.1).sum();
+        println!("  {:5.1}%  {:8.3} ms  ({} more kernels)", 100.0 * rest / total.max(1e-12), rest, rows.len() - top);
+    }
+    println!("median_ms={:.4} min_ms={:.4}", times[times.len() / 2], times[0]);
     Ok(())
 }
 
@@ -314,6 +425,7 @@ fn main() -> ExitCode {
             output.clone(),
         )
         .map(|_| true),
+        Cmd::Bench { m, threads, inputs, runs, warmup, top } => bench(m, *threads, inputs, *runs, *warmup, *top).map(|_| true),
         Cmd::Inspect { m, graph, kernels } => inspect(m, *graph, *kernels).map(|_| true),
     };
     match r {

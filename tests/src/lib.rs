@@ -330,7 +330,10 @@ fn run_aot(g: &odc_ir::Graph, inputs: &[(String, Tensor)], t: &AotTarget, dir: &
     use odc_backends::aot::{compile_object, AotOptions, WeightsPlacement};
     use std::process::Command;
     let fail = |m: String| Outcome::Fail(m);
-    let prog = odc::plan(g, &mut Timings::default()).map_err(|e| fail(e.to_string()))?;
+    let target = odc_backends::target::TargetSpec { triple: Some(t.arch.clone()), cpu: t.cpu.clone(), features: vec![] };
+    let (_, isa) = odc_backends::target::build_isa(&target, true, true).map_err(|e| fail(e.to_string()))?;
+    let lower_opts = odc_backends::module::lower_options_for(&*isa);
+    let prog = odc::plan(g, &CompileOptions::default(), &lower_opts, &mut Timings::default()).map_err(|e| fail(e.to_string()))?;
     let opts = AotOptions {
         target: odc_backends::target::TargetSpec { triple: Some(t.arch.clone()), cpu: t.cpu.clone(), features: vec![] },
         prefix: "model".into(),

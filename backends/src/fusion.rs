@@ -1,0 +1,107 @@
+//! Which nodes get their own kernel: the fusion plan.
+//!
+//! A plan lists the compute nodes that are *inlined* into their readers and, for GEMM kernels,
+//! which contraction a kernel root carries as its matrix product. [`greedy`] is the default
+//! policy: an elementwise node with a single reader is inlined; a contraction whose single
+//! reader starts a chain of same-shape elementwise nodes becomes the GEMM of that chain's last
+//! node, so bias, batch-norm affine, activations and residual adds run in the GEMM's epilogue.
+
+use odc_ir::{DType, Graph, NodeId, Op, OpFamily};
+use std::collections::{HashMap, HashSet};
+
+/// The fusion decisions the lowering follows.
+#[derive(Clone, Debug, Default)]
+pub struct FusionPlan {
+    /// Compute nodes inlined into their readers (no buffer, no kernel of their own).
+    pub fused: HashSet<NodeId>,
+    /// Kernel root → the contraction it computes as a GEMM (the root's value is its epilogue).
+    pub gemm_root: HashMap<NodeId, NodeId>,
+}
+
+impl FusionPlan {
+    /// No fusion at all: every compute node is its own kernel.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    pub fn is_fused(&self, n: NodeId) -> bool {
+        self.fused.contains(&n)
+    }
+}
+
+/// True for contractions the GEMM code generator handles: f32 MatMul, and f32 Conv that is not
+/// depthwise (one input and one output channel per group is better served by the direct loop).
+pub fn gemm_eligible(g: &Graph, n: NodeId) -> bool {
+    let node = g.node(n);
+    if node.ty.dtype != DType::F32 {
+        return false;
+    }
+    match &node.op {
+        Op::MatMul => true,
+        Op::Conv(c) => {
+            let ops = g.operands(n);
+            let w = &g.ty(ops[1]).shape;
+            !(w[1] == 1 && w[0] == c.groups && c.groups > 1)
+        }
+        _ => false,
+    }
+}
+
+fn is_elementwise(op: &Op) -> bool {
+    op.family() == OpFamily::Elementwise
+}
+
+/// The only reader of `n`, if it has exactly one use and is not a graph output.
+fn single_reader(g: &Graph, n: NodeId) -> Option<NodeId> {
+    if g.use_count(n) != 1 || g.is_output(n) {
+        return None;
+    }
+    g.users(n).first().copied()
+}
+
+/// The default greedy plan.
+pub fn greedy(g: &Graph) -> FusionPlan {
+    let mut plan = FusionPlan::default();
+    let order = g.topo_order();
+    // 1. Elementwise nodes with one reader are inlined into it (but never into a contraction,
+    //    whose operands must be buffers).
+    for &n in &order {
+        let node = g.node(n);
+        if !is_elementwise(&node.op) {
+            continue;
+        }
+        if let Some(r) = single_reader(g, n) {
+            if g.node(r).op.family() != OpFamily::Contraction {
+                plan.fused.insert(n);
+            }
+        }
+    }
+    // 2. A GEMM-eligible contraction whose reader chain is same-shape elementwise nodes is
+    //    computed inside the chain's last (materialised) node.
+    for &n in &order {
+        if !gemm_eligible(g, n) {
+            continue;
+        }
+        let shape = &g.ty(n).shape;
+        let mut cur = n;
+        let root = loop {
+            match single_reader(g, cur) {
+                Some(r) if is_elementwise(&g.node(r).op) && &g.ty(r).shape == shape && g.ty(r).dtype == DType::F32 => {
+                    if plan.fused.contains(&r) {
+                        cur = r;
+                    } else {
+                        break Some(r);
+                    }
+                }
+                _ => break None,
+            }
+        };
+        if let Some(root) = root {
+            if !plan.gemm_root.contains_key(&root) {
+                plan.gemm_root.insert(root, n);
+                plan.fused.insert(n);
+            }
+        }
+    }
+    plan
+}
