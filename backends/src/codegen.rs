@@ -42,9 +42,16 @@ pub struct CodegenOptions {
     /// 13 loads and 25 FP ops per k step instead of 14 and 24 (83% -> 87% of FMA peak,
     /// `backends/examples/gemm_bench.rs`). aarch64's `ld1r` is a plain load, so all rows share.
     pub gemm_shared_broadcast_rows: usize,
+    /// The target's f32x4 `fmin`/`fmax` (NaN-propagating) is one instruction (aarch64). On
+    /// x86_64 Cranelift expands it to eight; the generator then builds it from `minps`/`maxps`
+    /// (one instruction against a constant such as ReLU's 0, three otherwise).
+    pub native_fminmax: bool,
 }
 
 const LANES: usize = 4;
+
+/// Reductions of at most this many steps are unrolled.
+const UNROLL_REDUCE: i64 = 8;
 
 /// The Cranelift type holding a compute type.
 pub fn clif_type(t: DType) -> Type {
@@ -90,7 +97,7 @@ fn analyse(k: &Kernel) -> Analysis {
     let n = k.nodes.len();
     let mut live = vec![false; n];
     let roots = match &k.body {
-        Body::Map { value } => vec![*value],
+        Body::Map { value, index } => std::iter::once(*value).chain(*index).collect(),
         Body::Scatter { index, value } => vec![*index, *value],
         Body::Gemm(g) => vec![g.epilogue, g.a.base, g.b.base],
     };
@@ -315,7 +322,13 @@ impl<'k, 'f> Cg<'k, 'f> {
         let var = self.k.domain[level];
         let (start, end) = self.level_bounds(level, lo, hi);
         let innermost = level + 1 == n;
+        // A store index must advance by one element per lane.
+        let contiguous = match &self.k.body {
+            Body::Map { index: Some(i), .. } => self.lane_coef(*i, var) == Some(1),
+            _ => true,
+        };
         let vectorize = innermost
+            && contiguous
             && self.opts.vectorize
             && self.k.bufs[0].dtype == DType::F32
             && self.k.extent(var) >= LANES as i64;
@@ -376,16 +389,22 @@ impl<'k, 'f> Cg<'k, 'f> {
     }
 
     fn store_map_scalar(&mut self) {
-        let Body::Map { value } = self.k.body.clone() else { unreachable!() };
+        let Body::Map { value, index } = self.k.body.clone() else { unreachable!() };
         let v = self.emit_s(value);
-        let idx = self.domain_flat_index();
+        let idx = match index {
+            Some(i) => self.emit_s(i),
+            None => self.domain_flat_index(),
+        };
         self.store_elem(idx, v);
     }
 
     fn store_map_vector(&mut self) {
-        let Body::Map { value } = self.k.body.clone() else { unreachable!() };
+        let Body::Map { value, index } = self.k.body.clone() else { unreachable!() };
         let v = self.as_vector(value, DType::F32);
-        let idx = self.domain_flat_index();
+        let idx = match index {
+            Some(i) => self.emit_lane(i, 0),
+            None => self.domain_flat_index(),
+        };
         let addr = self.elem_addr(0, idx, 4);
         self.b.ins().store(vflags(), v, addr, 0);
     }
@@ -514,15 +533,41 @@ impl<'k, 'f> Cg<'k, 'f> {
 
     fn emit_reduce_scalar(&mut self, op: ReduceOp, var: Var, body: E, ty: DType) -> Value {
         let init = self.reduce_init(op, ty);
-        let start = self.iconst64(0);
-        let end = self.iconst64(self.k.extent(var));
-        let (_, out) = self.build_loop(start, end, 1, &[init], |cg, iv, acc| {
-            cg.loopvar.insert(var, iv);
-            cg.emit_scope(Some(var));
+        let out = self.reduce_loop(var, &[init], |cg, acc| {
             let x = cg.emit_s(body);
             vec![cg.reduce_combine(op, ty, acc[0], x)]
         });
         out[0]
+    }
+
+    /// The loop of a reduction over `var` carrying `init`: fully unrolled when the extent is at
+    /// most [`UNROLL_REDUCE`] (convolution and pooling windows), so indices become constants
+    /// and the loop overhead goes away; else a counted loop.
+    fn reduce_loop<F>(&mut self, var: Var, init: &[Value], mut step: F) -> Vec<Value>
+    where
+        F: FnMut(&mut Self, Vec<Value>) -> Vec<Value>,
+    {
+        let extent = self.k.extent(var);
+        if extent <= UNROLL_REDUCE {
+            let mut acc = init.to_vec();
+            for i in 0..extent {
+                let saved = self.memo.clone();
+                let iv = self.iconst64(i);
+                self.loopvar.insert(var, iv);
+                self.emit_scope(Some(var));
+                acc = step(self, acc);
+                self.memo = saved;
+            }
+            return acc;
+        }
+        let start = self.iconst64(0);
+        let end = self.iconst64(extent);
+        let (_, out) = self.build_loop(start, end, 1, init, |cg, iv, acc| {
+            cg.loopvar.insert(var, iv);
+            cg.emit_scope(Some(var));
+            step(cg, acc)
+        });
+        out
     }
 
     /// One scalar operation on already-computed operand values.
@@ -901,7 +946,7 @@ impl<'k, 'f> Cg<'k, 'f> {
         match *self.k.node(e) {
             Expr::Load { buf, index } => {
                 let raw = raw_type(self.k.bufs[buf as usize].dtype);
-                matches!(raw, DType::F32 | DType::I32) && self.lane_coef(index, vv) == Some(1)
+                matches!(raw, DType::F32 | DType::I32) && matches!(self.lane_coef(index, vv), Some(1..=3))
             }
             Expr::Unary(op, a) => match ty {
                 DType::F32 => true,
@@ -982,8 +1027,6 @@ impl<'k, 'f> Cg<'k, 'f> {
     }
 
     fn emit_reduce_vec(&mut self, op: ReduceOp, var: Var, body: E, ty: DType, vv: Var) -> VVal {
-        let start = self.iconst64(0);
-        let end = self.iconst64(self.k.extent(var));
         let as_vec = vec_type(ty).is_some() && ty != DType::Bool;
         let init = self.reduce_init(op, ty);
         let inits: Vec<Value> = if as_vec {
@@ -991,9 +1034,7 @@ impl<'k, 'f> Cg<'k, 'f> {
         } else {
             vec![init; LANES]
         };
-        let (_, out) = self.build_loop(start, end, 1, &inits, |cg, iv, acc| {
-            cg.loopvar.insert(var, iv);
-            cg.emit_scope(Some(var));
+        let out = self.reduce_loop(var, &inits, |cg, acc| {
             if as_vec {
                 let x = cg.as_vector(body, ty);
                 vec![cg.reduce_combine_vec(op, ty, acc[0], x)]
@@ -1019,8 +1060,8 @@ impl<'k, 'f> Cg<'k, 'f> {
         match (op, ty) {
             (ReduceOp::Sum, DType::F32) => ins.fadd(acc, x),
             (ReduceOp::Prod, DType::F32) => ins.fmul(acc, x),
-            (ReduceOp::Max, DType::F32) => ins.fmax(acc, x),
-            (ReduceOp::Min, DType::F32) => ins.fmin(acc, x),
+            (ReduceOp::Max, DType::F32) => self.fminmax_v(true, x, acc, false, false),
+            (ReduceOp::Min, DType::F32) => self.fminmax_v(false, x, acc, false, false),
             (ReduceOp::Sum, _) => ins.iadd(acc, x),
             (ReduceOp::Prod, _) => ins.imul(acc, x),
             (ReduceOp::Max, _) => ins.smax(acc, x),
@@ -1033,7 +1074,11 @@ impl<'k, 'f> Cg<'k, 'f> {
             Expr::Load { buf, index } => {
                 let i0 = self.emit_lane(index, 0);
                 let addr = self.elem_addr(buf as usize, i0, 4);
-                self.b.ins().load(vec_type(ty).unwrap(), vflags(), addr, 0)
+                let vt = vec_type(ty).unwrap();
+                match self.lane_coef(index, self.vv.expect("vector loop")) {
+                    Some(s @ 2..=3) => self.strided_load(vt, addr, s),
+                    _ => self.b.ins().load(vt, vflags(), addr, 0),
+                }
             }
             Expr::Unary(op, a) => {
                 let at = self.k.ty(a);
@@ -1063,6 +1108,11 @@ impl<'k, 'f> Cg<'k, 'f> {
                     return if op == KBinary::Shl { self.b.ins().ishl(x, amt) } else { self.b.ins().sshr(x, amt) };
                 }
                 let y = self.as_vector(b, it);
+                if it == DType::F32 && matches!(op, KBinary::Min | KBinary::Max) {
+                    let is_num = |cg: &Self, e: E| matches!(*cg.k.node(e), Expr::Const(DType::F32, bits) if !f32::from_bits(bits as u32).is_nan());
+                    let (xc, yc) = (is_num(self, a), is_num(self, b));
+                    return self.fminmax_v(op == KBinary::Max, x, y, xc, yc);
+                }
                 self.binary_v(op, it, x, y)
             }
             Expr::Select(c, a, b) => {
@@ -1098,6 +1148,47 @@ impl<'k, 'f> Cg<'k, 'f> {
             }
             _ => unreachable!("node {e:?} is not vectorizable"),
         }
+    }
+
+    /// NaN-propagating f32x4 max (or min) of `x` and `y`; `xc`/`yc` say an operand is a
+    /// constant number. Without a native instruction: `sel(a, b)` = `a > b ? a : b` is one
+    /// `maxps a, b`, which yields `b` when either is NaN, so a constant goes first and, in general,
+    /// a NaN `x` is selected afterwards. (Equal zeros of opposite sign may give either zero.)
+    fn fminmax_v(&mut self, max: bool, x: Value, y: Value, xc: bool, yc: bool) -> Value {
+        if self.opts.native_fminmax {
+            return if max { self.b.ins().fmax(x, y) } else { self.b.ins().fmin(x, y) };
+        }
+        let sel = |cg: &mut Self, a: Value, b: Value| {
+            // The patterns Cranelift lowers to `maxps a, b` / `minps a, b`.
+            let c = if max { cg.b.ins().fcmp(FloatCC::LessThan, b, a) } else { cg.b.ins().fcmp(FloatCC::LessThan, a, b) };
+            let m = cg.b.ins().bitcast(types::F32X4, bflags(), c);
+            cg.b.ins().bitselect(m, a, b)
+        };
+        if xc {
+            return sel(self, x, y);
+        }
+        if yc {
+            return sel(self, y, x);
+        }
+        let m = sel(self, x, y);
+        let nan = self.b.ins().fcmp(FloatCC::Unordered, x, x);
+        let nan = self.b.ins().bitcast(types::F32X4, bflags(), nan);
+        self.b.ins().bitselect(nan, x, m)
+    }
+
+    /// Elements `0, s, 2s, 3s` (s = 2 or 3) from `addr`: two vector loads that end at the last
+    /// element used (never past it) and one two-source shuffle (`shufps` on x86_64).
+    fn strided_load(&mut self, vt: Type, addr: Value, s: i64) -> Value {
+        let v0 = self.b.ins().load(vt, vflags(), addr, 0);
+        let v1 = self.b.ins().load(vt, vflags(), addr, ((3 * s - 3) * 4) as i32);
+        // v0 holds elements 0 and s; v1 (from element 3s-3) holds 2s and 3s at lanes 3-s and 3.
+        let lanes = [0, s as u8, 4 + (3 - s) as u8, 7];
+        let mask: Vec<u8> = lanes.iter().flat_map(|&l| (0..4).map(move |b| l * 4 + b)).collect();
+        let mask = self.b.func.dfg.immediates.push(ir::ConstantData::from(mask));
+        let a = self.b.ins().bitcast(types::I8X16, bflags(), v0);
+        let b = self.b.ins().bitcast(types::I8X16, bflags(), v1);
+        let r = self.b.ins().shuffle(a, b, mask);
+        self.b.ins().bitcast(vt, bflags(), r)
     }
 
     fn binary_v(&mut self, op: KBinary, ty: DType, x: Value, y: Value) -> Value {

@@ -51,6 +51,17 @@ fn is_elementwise(op: &Op) -> bool {
     op.family() == OpFamily::Elementwise
 }
 
+/// True when reader `r` evaluates each element of its operand `n` at most once, so inlining `n`
+/// recomputes nothing: not windows (overlapping reads), broadcasts, gathers or contractions.
+fn reads_each_element_once(g: &Graph, r: NodeId, n: NodeId) -> bool {
+    match &g.node(r).op {
+        Op::Window { .. } | Op::Expand { .. } | Op::Gather { .. } | Op::GatherElements { .. } | Op::GatherNd { .. } => false,
+        op if op.family() == OpFamily::Contraction => false,
+        op if op.family() == OpFamily::Elementwise => g.ty(n).shape == g.ty(r).shape,
+        _ => true,
+    }
+}
+
 /// The only reader of `n`, if it has exactly one use and is not a graph output.
 fn single_reader(g: &Graph, n: NodeId) -> Option<NodeId> {
     if g.use_count(n) != 1 || g.is_output(n) {
@@ -63,15 +74,15 @@ fn single_reader(g: &Graph, n: NodeId) -> Option<NodeId> {
 pub fn greedy(g: &Graph) -> FusionPlan {
     let mut plan = FusionPlan::default();
     let order = g.topo_order();
-    // 1. Elementwise nodes with one reader are inlined into it (but never into a contraction,
-    //    whose operands must be buffers).
+    // 1. Elementwise nodes with one reader are inlined into it, when that reader evaluates
+    //    each element once (never into a contraction, whose operands must be buffers).
     for &n in &order {
         let node = g.node(n);
         if !is_elementwise(&node.op) {
             continue;
         }
         if let Some(r) = single_reader(g, n) {
-            if g.node(r).op.family() != OpFamily::Contraction {
+            if reads_each_element_once(g, r, n) {
                 plan.fused.insert(n);
             }
         }

@@ -118,8 +118,10 @@ pub struct BufDecl {
 /// What the kernel does for each point of its domain.
 #[derive(Clone, Debug)]
 pub enum Body {
-    /// `buf0[row-major index of the domain point] = value`.
-    Map { value: E },
+    /// `buf0[index] = value`, where `index` defaults to the row-major index of the domain point.
+    /// A given `index` must be injective over the domain (so the outer loop can still be split
+    /// across threads), e.g. the interior of a padded buffer.
+    Map { value: E, index: Option<E> },
     /// `buf0[index] = value`; `index` is a checked flat element index. Runs sequentially.
     Scatter { index: E, value: E },
     /// A register-tiled matrix product with an epilogue (see [`Gemm`]).
@@ -202,6 +204,13 @@ impl Kernel {
     pub fn operands(&self, e: E) -> Vec<E> {
         operands(self.node(e))
     }
+    /// `(m, n, k, batch)` of a GEMM kernel.
+    pub fn gemm_shape(&self) -> Option<(usize, usize, usize, usize)> {
+        let Body::Gemm(g) = &self.body else { return None };
+        let batch: i64 = self.domain[..self.domain.len() - 2].iter().map(|&v| self.extent(v)).product();
+        Some((g.m, g.n, g.k, batch as usize))
+    }
+
     /// True when the outermost loop may be split across threads.
     pub fn parallel_safe(&self) -> bool {
         matches!(self.body, Body::Map { .. } | Body::Gemm(_)) && !self.bufs[0].dtype.is_packed()
@@ -575,8 +584,57 @@ impl KernelBuilder {
                     return self.simplify_divrem(op, a, blo, ty);
                 }
             }
+            if matches!(op, Add | Sub) {
+                return self.merge_divrem(op, a, b, ty);
+            }
         }
         None
+    }
+
+    /// `(x / c) * c * s + (x % c) * s == x * s` for `x >= 0`, `c > 0`: an unflattened index
+    /// flattened again (a fused reader of a reshaped value) folds back to the original index.
+    fn merge_divrem(&mut self, op: KBinary, a: E, b: E, ty: DType) -> Option<E> {
+        let (mut terms, mut k) = self.linear(a)?;
+        let (tb, kb) = self.linear(b)?;
+        let sign = if op == KBinary::Sub { -1 } else { 1 };
+        if terms.len() + tb.len() > 12 || !terms.iter().chain(&tb).any(|t| matches!(self.node(t.0), Expr::Binary(KBinary::Rem, ..))) {
+            return None;
+        }
+        for (atom, coef) in tb {
+            let coef = coef.checked_mul(sign)?;
+            match terms.iter_mut().find(|t| t.0 == atom) {
+                Some(t) => t.1 = t.1.checked_add(coef)?,
+                None => terms.push((atom, coef)),
+            }
+        }
+        k = k.checked_add(kb.checked_mul(sign)?)?;
+        let mut merged = false;
+        let mut i = 0;
+        while i < terms.len() {
+            let (atom, coef) = terms[i];
+            if let Expr::Binary(KBinary::Rem, x, c) = *self.node(atom) {
+                let c = self.as_int_const(c).filter(|&c| c > 0);
+                let div = c.and_then(|c| {
+                    terms.iter().position(|t| {
+                        matches!(*self.node(t.0), Expr::Binary(KBinary::Div, x2, c2) if x2 == x && self.as_int_const(c2) == Some(c))
+                            && coef.checked_mul(c) == Some(t.1)
+                    })
+                });
+                if let (Some(j), true) = (div, self.range(x).is_some_and(|r| r.0 >= 0)) {
+                    terms[i] = (x, coef);
+                    terms.remove(j);
+                    merged = true;
+                    i = 0;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        if !merged {
+            return None;
+        }
+        terms.retain(|t| t.1 != 0);
+        Some(self.from_linear(&terms, k, ty))
     }
 
     /// `a / c` and `a % c` for `a >= 0`, `c > 0`: split `a` into multiples of `c` plus a rest.
@@ -609,7 +667,7 @@ impl KernelBuilder {
         }
         let (kq, kr) = (k.div_euclid(c), k.rem_euclid(c));
         if q_terms.is_empty() && kq == 0 {
-            return None;
+            return self.divrem_by_factor(op, a, c, ty);
         }
         let rest = self.from_linear(&r_terms, kr, ty);
         let (rlo, rhi) = self.range(rest)?;
@@ -617,15 +675,53 @@ impl KernelBuilder {
             return None;
         }
         if op == KBinary::Rem {
-            return Some(if rhi < c { rest } else { self.binary_raw(KBinary::Rem, rest, c, ty) });
+            return Some(if rhi < c {
+                rest
+            } else {
+                self.divrem_by_factor(KBinary::Rem, rest, c, ty).unwrap_or_else(|| self.binary_raw(KBinary::Rem, rest, c, ty))
+            });
         }
         let q = self.from_linear(&q_terms, kq, ty);
         if rhi < c {
             Some(q)
         } else {
-            let r = self.binary_raw(KBinary::Div, rest, c, ty);
+            let r = self.divrem_by_factor(KBinary::Div, rest, c, ty).unwrap_or_else(|| self.binary_raw(KBinary::Div, rest, c, ty));
             Some(self.binary(KBinary::Add, q, r))
         }
+    }
+
+    /// `a = d * hi + lo` with `0 <= lo < d` and `d | c` (a row-major index whose low digits
+    /// stay below `d`): `a / c = hi / (c / d)` and `a % c = (hi % (c / d)) * d + lo`. Turns the
+    /// index arithmetic of reshapes and transposes back into per-axis indices.
+    fn divrem_by_factor(&mut self, op: KBinary, a: E, c: i64, ty: DType) -> Option<E> {
+        let (terms, k) = self.linear(a)?;
+        let mut factors: Vec<i64> = terms.iter().map(|t| t.1).filter(|&d| d > 1 && d < c && c % d == 0).collect();
+        factors.sort_unstable_by(|x, y| y.cmp(x));
+        factors.dedup();
+        for d in factors {
+            let (hi, lo): (Vec<(E, i64)>, Vec<(E, i64)>) = terms.iter().partition(|t| t.1 % d == 0);
+            let (kq, kr) = (k.div_euclid(d), k.rem_euclid(d));
+            let lo_e = self.from_linear(&lo, kr, ty);
+            match self.range(lo_e) {
+                Some((l, h)) if l >= 0 && h < d => {}
+                _ => continue,
+            }
+            let hi_terms: Vec<(E, i64)> = hi.iter().map(|t| (t.0, t.1 / d)).collect();
+            let hi_e = self.from_linear(&hi_terms, kq, ty);
+            if !self.range(hi_e).is_some_and(|r| r.0 >= 0) {
+                continue;
+            }
+            let cd = self.iconst(ty, c / d);
+            return Some(if op == KBinary::Div {
+                self.binary(KBinary::Div, hi_e, cd)
+            } else {
+                let r = self.binary(KBinary::Rem, hi_e, cd);
+                let dd = self.iconst(ty, d);
+                let r = self.binary(KBinary::Mul, r, dd);
+                self.binary(KBinary::Add, r, lo_e)
+            });
+        }
+        None
     }
 
     fn binary_raw(&mut self, op: KBinary, a: E, c: i64, ty: DType) -> E {
@@ -984,7 +1080,7 @@ impl fmt::Display for Kernel {
         let dom: Vec<String> = self.domain.iter().map(|v| format!("v{}<{}", v.0, self.extent(*v))).collect();
         writeln!(f, "  domain: {}", dom.join(", "))?;
         let roots = match &self.body {
-            Body::Map { value } => vec![*value],
+            Body::Map { value, index } => std::iter::once(*value).chain(*index).collect(),
             Body::Scatter { index, value } => vec![*index, *value],
             Body::Gemm(g) => vec![g.epilogue, g.a.base, g.b.base],
         };
@@ -1002,7 +1098,8 @@ impl fmt::Display for Kernel {
             }
         }
         match &self.body {
-            Body::Map { value } => writeln!(f, "  out[domain] = e{}", value.0),
+            Body::Map { value, index: None } => writeln!(f, "  out[domain] = e{}", value.0),
+            Body::Map { value, index: Some(i) } => writeln!(f, "  out[e{}] = e{} (injective)", i.0, value.0),
             Body::Scatter { index, value } => writeln!(f, "  out[e{}] = e{}", index.0, value.0),
             Body::Gemm(g) => writeln!(
                 f,
@@ -1011,5 +1108,28 @@ impl fmt::Display for Kernel {
                 g.b.row_stride, g.b.col_stride, g.b.panel, g.epilogue.0
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reshape_index_arithmetic_folds_to_axis_indices() {
+        let mut kb = KernelBuilder::new();
+        let (c, y, x) = (kb.var(112), kb.var(56), kb.var(56));
+        let (c, y, x) = (kb.var_expr(c), kb.var_expr(y), kb.var_expr(x));
+        let flat = kb.flat_index(&[c, y, x], &[112, 56, 56]);
+        let big = kb.i64c(12544);
+        let four = kb.i64c(4);
+        let q = kb.div(flat, big);
+        let c4 = kb.div(c, four);
+        assert_eq!(q, c4);
+        // (c / 4) * 4 + c % 4 == c
+        let r = kb.binary(KBinary::Rem, c, four);
+        let back = kb.mul_c(c4, 4);
+        let back = kb.add(back, r);
+        assert_eq!(back, c);
     }
 }

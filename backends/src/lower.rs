@@ -16,7 +16,7 @@ use crate::fusion::{gemm_eligible, FusionPlan};
 use crate::kernel::{raw_type, Body, Gemm, GemmOperand, Kernel, KernelBuilder, E};
 use crate::math;
 use odc_ir::{Bytes, DType, Graph, IrError, NodeId, Op, OpFamily, PadMode, ReduceOp, ScatterReduction, Tensor};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Where a buffer lives at run time.
 #[derive(Clone, Debug, PartialEq)]
@@ -103,7 +103,14 @@ pub fn always_inlined(g: &Graph, n: NodeId) -> bool {
 
 /// Lower a verified graph following `plan`.
 pub fn lower(g: &Graph, plan: &FusionPlan, opts: &LowerOptions) -> Result<Program, IrError> {
-    let mut st = LowerState { g, plan, opts: *opts, prog: Program::default(), buffer_of: HashMap::new() };
+    let mut st = LowerState {
+        g,
+        plan,
+        opts: *opts,
+        prog: Program::default(),
+        buffer_of: HashMap::new(),
+        materialized_views: padded_window_inputs(g),
+    };
     for p in g.inputs() {
         let t = g.ty(p.node);
         st.prog.inputs.push(IoSpec { name: p.name.clone(), dtype: t.dtype, shape: t.shape.clone() });
@@ -157,6 +164,16 @@ pub fn lower(g: &Graph, plan: &FusionPlan, opts: &LowerOptions) -> Result<Progra
     Ok(prog)
 }
 
+/// Pads read by a convolution or a window: copied once into a padded buffer, so the windowed
+/// loops (read up to kernel-size times per element) load without bounds tests.
+fn padded_window_inputs(g: &Graph) -> HashSet<NodeId> {
+    g.node_ids()
+        .into_iter()
+        .filter(|&n| matches!(g.node(n).op, Op::Pad { .. }))
+        .filter(|&n| g.users(n).iter().any(|&u| matches!(g.node(u).op, Op::Conv(_) | Op::Window { .. })))
+        .collect()
+}
+
 fn kernel_name(node_name: &str, op: &str) -> String {
     let clean: String = node_name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     format!("{op}_{clean}")
@@ -169,6 +186,8 @@ pub struct LowerState<'g> {
     opts: LowerOptions,
     prog: Program,
     buffer_of: HashMap<NodeId, usize>,
+    /// Views copied into a buffer of their own on first read instead of being inlined.
+    materialized_views: HashSet<NodeId>,
 }
 
 impl<'g> LowerState<'g> {
@@ -212,19 +231,55 @@ impl<'g> LowerState<'g> {
         let ty = self.g.ty(n).clone();
         let name = self.g.node(n).name.clone();
         let b = self.new_buffer(BufferKind::Temp { offset: 0 }, ty.dtype, ty.num_elements(), &name);
-        self.copy_into(n, b, &kernel_name(&name, "materialize"))?;
+        match self.g.node(n).op.clone() {
+            Op::Pad { low, high, interior, mode: PadMode::Constant(c) }
+                if low.iter().chain(&high).all(|&p| p >= 0) && interior.iter().all(|&i| i == 0) =>
+            {
+                self.write_padded(self.g.operands(n)[0], b, &ty, &low, c, &name)?
+            }
+            _ => self.write_into(n, Some(n), b, &kernel_name(&name, "materialize"))?,
+        }
         self.buffer_of.insert(n, b);
         Ok(b)
     }
 
+    /// A constant-mode pad as two branch-free kernels: fill `out` (of type `ty`) with `fill`,
+    /// then copy `src` into the interior starting at `low`.
+    fn write_padded(&mut self, src: NodeId, out: usize, ty: &odc_ir::TensorType, low: &[i64], fill: odc_ir::Scalar, name: &str) -> Result<(), IrError> {
+        let mut kl = KernelLowering::new(self, None, out);
+        let (vars, _) = kl.domain(&ty.shape);
+        let ct = ty.dtype.compute_type();
+        let c = scalar_const(&mut kl.kb, fill, ct);
+        let c = math::round_to_storage(&mut kl.kb, c, ty.dtype);
+        let c = math::encode(&mut kl.kb, c, ty.dtype);
+        let (k, args) = kl.finish(kernel_name(name, "pad_fill"), vars, Body::Map { value: c, index: None });
+        self.push_kernel(k, args);
+        let src_shape = self.g.ty(src).shape.clone();
+        let mut kl = KernelLowering::new(self, None, out);
+        let (vars, idx) = kl.domain(&src_shape);
+        let v = kl.access(src, &idx)?;
+        let v = math::encode(&mut kl.kb, v, ty.dtype);
+        let shifted: Vec<E> = idx.iter().zip(low).map(|(&i, &l)| kl.kb.add_c(i, l)).collect();
+        let index = kl.kb.flat_index(&shifted, &ty.shape);
+        let (k, args) = kl.finish(kernel_name(name, "pad_copy"), vars, Body::Map { value: v, index: Some(index) });
+        self.push_kernel(k, args);
+        Ok(())
+    }
+
     /// A kernel that copies node `src` into buffer `out`.
     fn copy_into(&mut self, src: NodeId, out: usize, name: &str) -> Result<(), IrError> {
+        self.write_into(src, None, out, name)
+    }
+
+    /// A kernel writing `src` into `out`; `root` is `Some(src)` when `src` is computed here
+    /// rather than read from its buffer.
+    fn write_into(&mut self, src: NodeId, root: Option<NodeId>, out: usize, name: &str) -> Result<(), IrError> {
         let ty = self.g.ty(src).clone();
-        let mut kl = KernelLowering::new(self, None, out);
+        let mut kl = KernelLowering::new(self, root, out);
         let (vars, idx) = kl.domain(&ty.shape);
         let v = kl.access(src, &idx)?;
         let v = math::encode(&mut kl.kb, v, ty.dtype);
-        let (k, args) = kl.finish(name.to_string(), vars, Body::Map { value: v });
+        let (k, args) = kl.finish(name.to_string(), vars, Body::Map { value: v, index: None });
         self.push_kernel(k, args);
         Ok(())
     }
@@ -287,7 +342,7 @@ impl<'g> LowerState<'g> {
                 let (vars, idx) = kl.domain(&ty.shape);
                 let v = kl.emit_node(n, &idx)?;
                 let v = math::encode(&mut kl.kb, v, ty.dtype);
-                let (k, args) = kl.finish(name, vars, Body::Map { value: v });
+                let (k, args) = kl.finish(name, vars, Body::Map { value: v, index: None });
                 self.push_kernel(k, args);
             }
         }
@@ -319,7 +374,7 @@ impl<'g> LowerState<'g> {
                 };
                 let mut kl = KernelLowering::new(self, Some(root), out);
                 kl.acc_node = Some(c);
-                let (vars, idx) = kl.domain(&osh);
+                let (vars, idx) = kl.gemm_domain(&osh);
                 let a_base = batch_offset(&mut kl.kb, &idx[..r - 2], &ash[..ash.len() - 2], (m * k) as i64);
                 let b_mat = if b_packed.is_some() { (n.div_ceil(nr) * nr * k) as i64 } else { (k * n) as i64 };
                 let b_base = batch_offset(&mut kl.kb, &idx[..r - 2], &bsh[..bsh.len() - 2], b_mat);
@@ -364,7 +419,7 @@ impl<'g> LowerState<'g> {
                 };
                 let mut kl = KernelLowering::new(self, Some(root), out);
                 kl.acc_node = Some(c);
-                let (vars, idx) = kl.domain(&[nb, groups, mg, p]);
+                let (vars, idx) = kl.gemm_domain(&[nb, groups, mg, p]);
                 let (n_e, grp, i, j) = (idx[0], idx[1], idx[2], idx[3]);
                 let a_group = if a_packed { (mg.div_ceil(mr) * mr * kk) as i64 } else { (mg * kk) as i64 };
                 let a_base = kl.kb.mul_c(grp, a_group);
@@ -421,7 +476,7 @@ impl<'g> LowerState<'g> {
             xi.push(kl.kb.add(o, kd));
         }
         let v = kl.access(x, &xi)?;
-        let (k, args) = kl.finish(name.to_string(), vars, Body::Map { value: v });
+        let (k, args) = kl.finish(name.to_string(), vars, Body::Map { value: v, index: None });
         self.push_kernel(k, args);
         Ok(())
     }
@@ -525,18 +580,32 @@ impl<'s, 'g> KernelLowering<'s, 'g> {
         s
     }
 
-    /// Loop variables over `shape` (a rank-0 shape gets one unit loop).
+    /// Loop variables over `shape` and the index they give. Unit axes get no loop (index 0),
+    /// so the innermost loop, which is the vectorised one, is a real axis; a shape of only unit
+    /// axes gets one unit loop.
     fn domain(&mut self, shape: &[usize]) -> (Vec<crate::kernel::Var>, Vec<E>) {
         let mut vars = vec![];
         let mut idx = vec![];
         for &d in shape {
-            let v = self.kb.var(d as i64);
-            vars.push(v);
-            idx.push(self.kb.var_expr(v));
+            if d == 1 {
+                idx.push(self.kb.i64c(0));
+            } else {
+                let v = self.kb.var(d as i64);
+                vars.push(v);
+                idx.push(self.kb.var_expr(v));
+            }
         }
         if vars.is_empty() {
             vars.push(self.kb.var(1));
         }
+        (vars, idx)
+    }
+
+    /// A loop per axis of `shape`, unit axes included: a GEMM's last two domain variables are
+    /// its row and column.
+    fn gemm_domain(&mut self, shape: &[usize]) -> (Vec<crate::kernel::Var>, Vec<E>) {
+        let vars: Vec<_> = shape.iter().map(|&d| self.kb.var(d as i64)).collect();
+        let idx = vars.iter().map(|&v| self.kb.var_expr(v)).collect();
         (vars, idx)
     }
 
@@ -553,6 +622,7 @@ impl<'s, 'g> KernelLowering<'s, 'g> {
             let g = self.st.g;
             let buf = match self.st.buffer_of.get(&n) {
                 Some(&b) => Some(b),
+                None if self.st.materialized_views.contains(&n) => Some(self.st.dense_buffer(n)?),
                 None if matches!(g.node(n).op, Op::Constant(_)) && !always_inlined(g, n) => Some(self.st.weight_buffer(n)),
                 None => None,
             };

@@ -115,7 +115,8 @@ pub fn options_for(isa: &dyn TargetIsa) -> CodegenOptions {
     let x86 = matches!(isa.triple().architecture, target_lexicon::Architecture::X86_64);
     let gemm_fma = has_fma && !x86;
     let gemm_shared_broadcast_rows = if x86 { 1 } else { usize::MAX };
-    CodegenOptions { vectorize, has_fma, native_rounding, gemm_fma, gemm_shared_broadcast_rows }
+    let native_fminmax = !x86;
+    CodegenOptions { vectorize, has_fma, native_rounding, gemm_fma, gemm_shared_broadcast_rows, native_fminmax }
 }
 
 /// Lowering choices that depend on the target: the GEMM register tile (`mr` rows of A broadcast,
@@ -149,6 +150,9 @@ pub fn define_program<M: Module>(m: &mut M, prog: &Program, spec: &ModuleSpec) -
         let id = m.declare_function(&format!("{p}_k{i}"), Linkage::Local, &sig).map_err(module_err)?;
         ctx.func.signature = sig;
         build_kernel(k, &mut ctx.func, &mut fctx, m.isa().frontend_config(), opts);
+        if std::env::var("ODC_DUMP_KERNELS").is_ok_and(|f| k.name.contains(f.as_str())) {
+            eprintln!("{k}");
+        }
         let disasm = std::env::var("ODC_DISASM").ok().filter(|f| k.name.contains(f.as_str()));
         ctx.set_disasm(disasm.is_some());
         match (&k.body, &spec.microkernel_isa) {

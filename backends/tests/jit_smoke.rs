@@ -56,3 +56,51 @@ fn matmul_and_reduce() {
         assert_eq!(out[1][i], rs);
     }
 }
+
+/// Max/Min propagate NaN from either operand (vector lanes and the scalar tail), including
+/// against a constant (ReLU) and in a max-reduction, whatever instruction sequence implements them.
+#[test]
+fn min_max_propagate_nan() {
+    let n = 11; // two vectors of four plus a scalar tail
+    let mut g = Graph::new();
+    let a = g.add_input("a", TensorType::new(DType::F32, vec![n]));
+    let b = g.add_input("b", TensorType::new(DType::F32, vec![n]));
+    let zero = g.constant(odc_ir::Tensor::from_f32(vec![], &[0.0]), "zero");
+    let zx = g.add(Op::Expand { shape: vec![n] }, &[zero], "zx").unwrap();
+    let mx = g.add(Op::Binary(BinaryOp::Max), &[a, b], "max").unwrap();
+    let mn = g.add(Op::Binary(BinaryOp::Min), &[a, b], "min").unwrap();
+    let relu = g.add(Op::Binary(BinaryOp::Max), &[a, zx], "relu").unwrap();
+    let red = g.add(Op::Reduce { op: ReduceOp::Max, axes: vec![0] }, &[a], "rmax").unwrap();
+    // Rows of c reduced along axis 1: the vectorised reduction (one output per lane).
+    let c = g.add_input("c", TensorType::new(DType::F32, vec![n, 3]));
+    let rows = g.add(Op::Reduce { op: ReduceOp::Max, axes: vec![1] }, &[c], "rows").unwrap();
+    for (name, node) in [("max", mx), ("min", mn), ("relu", relu), ("rmax", red), ("rows", rows)] {
+        g.set_output(name, node);
+    }
+    let nan = f32::NAN;
+    let av = vec![1.0, nan, 3.0, -1.0, nan, 2.0, -5.0, 0.5, 7.0, nan, -2.0];
+    let bv = vec![nan, 2.0, 1.0, -2.0, nan, 4.0, -6.0, nan, 8.0, 1.0, nan];
+    let cv: Vec<f32> = (0..n * 3).map(|i| if i % 7 == 3 { nan } else { (i as f32 * 0.37).sin() }).collect();
+    let out = run(&g, &[av.clone(), bv.clone(), cv.clone()]);
+    for i in 0..n {
+        let row = &cv[i * 3..i * 3 + 3];
+        if row.iter().any(|v| v.is_nan()) {
+            assert!(out[4][i].is_nan(), "row {i} holds a NaN");
+        } else {
+            assert_eq!(out[4][i], row.iter().copied().fold(f32::NEG_INFINITY, f32::max), "row {i}");
+        }
+        let (x, y) = (av[i], bv[i]);
+        let (want_max, want_min) = if x.is_nan() || y.is_nan() { (nan, nan) } else { (x.max(y), x.min(y)) };
+        assert_eq!(out[0][i].is_nan(), want_max.is_nan(), "max lane {i}");
+        assert_eq!(out[1][i].is_nan(), want_min.is_nan(), "min lane {i}");
+        if !want_max.is_nan() {
+            assert_eq!((out[0][i], out[1][i]), (want_max, want_min), "lane {i}");
+        }
+        let want_relu = if x.is_nan() { nan } else { x.max(0.0) };
+        assert_eq!(out[2][i].is_nan(), want_relu.is_nan(), "relu lane {i}");
+        if !want_relu.is_nan() {
+            assert_eq!(out[2][i], want_relu);
+        }
+    }
+    assert!(out[3][0].is_nan(), "max-reduction over a NaN");
+}

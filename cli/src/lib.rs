@@ -128,6 +128,10 @@ pub fn import_model(model: &onnx::OnnxModel, opts: &CompileOptions, timings: &mu
     dump("import", &g);
     timings.record("fold_constants", || odc_passes::fold::fold_constants(&mut g, &eval))?;
     dump("fold_constants", &g);
+    if opts.fusion {
+        timings.record("fold_affine", || odc_passes::affine::fold_channel_affine(&mut g))?;
+        dump("fold_affine", &g);
+    }
     timings.record("verify", || g.verify())?;
     Ok(g)
 }

@@ -351,20 +351,29 @@ fn bench(m: &ModelArgs, threads: usize, inputs: &[String], runs: usize, warmup: 
     let prog = jit.program();
     let reps = 3;
     let mut per: HashMap<String, f64> = HashMap::new();
+    let mut flops: HashMap<String, f64> = HashMap::new();
     let mut total = 0.0;
     for _ in 0..reps {
         for (step, t) in prog.steps.iter().zip(jit.profile(&refs)?) {
-            *per.entry(prog.kernels[step.kernel].name.clone()).or_default() += t * 1e3 / reps as f64;
+            let k = &prog.kernels[step.kernel];
+            *per.entry(k.name.clone()).or_default() += t * 1e3 / reps as f64;
+            if let Some((m, n, kk, b)) = k.gemm_shape() {
+                *flops.entry(k.name.clone()).or_default() += 2.0 * (m * n * kk * b) as f64 / reps as f64;
+            }
             total += t * 1e3 / reps as f64;
         }
     }
     let mut rows: Vec<(String, f64)> = per.into_iter().collect();
     rows.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+    let gemm_info = |name: &str, ms: f64| match flops.get(name) {
+        Some(f) => format!("  ({:.1} GFLOP/s)", f / (ms * 1e-3) / 1e9),
+        None => String::new(),
+    };
     println!("model: {}  threads: {threads}  kernels: {}  arena: {} bytes", m.model.display(), prog.kernels.len(), prog.arena_size);
     println!("compile: {compile_ms:.1} ms ({})", timings.stages.iter().map(|(n, d)| format!("{n} {:.1}", d.as_secs_f64() * 1e3)).collect::<Vec<_>>().join(", "));
     println!("per-kernel time (profiled, {:.3} ms total):", total);
     for (name, t) in rows.iter().take(top) {
-        println!("  {:5.1}%  {:8.3} ms  {name}", 100.0 * t / total.max(1e-12), t);
+        println!("  {:5.1}%  {:8.3} ms  {name}{}", 100.0 * t / total.max(1e-12), t, gemm_info(name, *t));
     }
     if rows.len() > top {
         let rest: f64 = rows[top..].iter().map(|r| r.1).sum();

@@ -90,6 +90,14 @@ impl Tensor {
         Tensor::new(DType::F32, shape, Bytes::from_vec(bytes)).expect("length matches shape")
     }
 
+    /// The elements of an f32 tensor.
+    pub fn f32_values(&self) -> Result<Vec<f32>, IrError> {
+        if self.dtype != DType::F32 {
+            return Err(IrError::new(format!("expected an f32 tensor, got {}", self.dtype)));
+        }
+        Ok(self.bytes().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+
     pub fn from_i64(shape: Vec<usize>, v: &[i64]) -> Self {
         let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         Tensor::new(DType::I64, shape, Bytes::from_vec(bytes)).expect("length matches shape")

@@ -2,12 +2,13 @@
 //!
 //! Owns: the [`Builder`] every frontend builds graphs with (shape-checked primitives, numpy-style
 //! conveniences, compile-time evaluation of constant sub-graphs), the neural-network operators
-//! as compositions of primitives ([`nn`]), constant folding ([`fold`]) and static memory planning
-//! ([`memory`]).
+//! as compositions of primitives ([`nn`]), constant folding ([`fold`]), folding per-channel affine
+//! maps into contraction weights ([`affine`]) and static memory planning ([`memory`]).
 //!
 //! Must not: generate machine code or know about a source format. Constant evaluation goes
 //! through the [`odc_ir::Evaluator`] it is given, so this crate stays independent of backends.
 
+pub mod affine;
 pub mod build;
 pub mod fold;
 pub mod memory;
