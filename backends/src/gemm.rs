@@ -8,8 +8,8 @@
 //! adds, ... fused by the lowering) and stored. Row and column tails get their own microkernel
 //! instances, so no load ever leaves its operand.
 
-use crate::codegen::{flags, vflags, Cg, VVal};
-use crate::kernel::{Expr, Gemm, GemmOperand};
+use crate::codegen::{flags, vflags, Cg, Memo, VVal};
+use crate::kernel::{Expr, Gemm, GemmOperand, Var};
 use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
 use odc_ir::DType;
 
@@ -25,6 +25,18 @@ struct Tile {
     nv: usize,
     /// Scalar columns after the vectors.
     ns: usize,
+    /// Columns that exist in the output (fewer than computed when B's last panel is padded).
+    valid: usize,
+}
+
+/// Where a tile sits: operand bases, batch point and first column, and its `k` block.
+struct TileAt {
+    a_base: Value,
+    b_base: Value,
+    bflat: Value,
+    j0: Value,
+    phase: Phase,
+    kb: KBlock,
 }
 
 /// Effective strides of an operand inside a tile: element (r, c) of the tile at
@@ -48,21 +60,115 @@ fn b_tile(b: &GemmOperand, nr: usize) -> TileOperand {
     }
 }
 
+/// Which `k` block a code path handles: the accumulators start from zero or from the partial
+/// sums in the output, and end in the epilogue or as partial sums.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The whole `k` range.
+    Only,
+    First,
+    Middle,
+    Last,
+}
+
+impl Phase {
+    fn resumes(self) -> bool {
+        matches!(self, Phase::Middle | Phase::Last)
+    }
+    fn finishes(self) -> bool {
+        matches!(self, Phase::Only | Phase::Last)
+    }
+}
+
+/// The `k` range of a block: its first index and its (static) length.
+#[derive(Clone, Copy)]
+struct KBlock {
+    start: Value,
+    len: usize,
+}
+
+/// Variables and values shared by the loops of one GEMM kernel.
+struct GemmCtx<'m> {
+    ivar: Var,
+    jvar: Var,
+    batch_vars: Vec<Var>,
+    vector: bool,
+    base_memo: &'m Memo,
+}
+
 impl<'k, 'f> Cg<'k, 'f> {
     pub(crate) fn emit_gemm(&mut self, g: &Gemm, lo: Value, hi: Value) {
         let k = self.k;
         let nd = k.domain.len();
-        let (ivar, jvar) = (k.domain[nd - 2], k.domain[nd - 1]);
-        let batch_vars: Vec<_> = k.domain[..nd - 2].to_vec();
-        let vector = self.opts.vectorize && g.b.col_stride == 1;
-        let jb = g.n.div_ceil(g.nr) as i64;
         let base_memo = self.memo.clone();
-        let (_, _) = self.build_loop(lo, hi, 1, &[], |cg, t, _| {
+        let cx = GemmCtx {
+            ivar: k.domain[nd - 2],
+            jvar: k.domain[nd - 1],
+            batch_vars: k.domain[..nd - 2].to_vec(),
+            vector: self.opts.vectorize && g.b.col_stride == 1,
+            base_memo: &base_memo,
+        };
+        let kc = g.kc.max(1);
+        let nkb = g.k.div_ceil(kc).max(1);
+        if nkb == 1 {
+            let start = self.iconst64(0);
+            self.emit_k_block(g, &cx, lo, hi, Phase::Only, KBlock { start, len: g.k });
+            return;
+        }
+        let start = self.iconst64(0);
+        self.emit_k_block(g, &cx, lo, hi, Phase::First, KBlock { start, len: kc });
+        if nkb > 2 {
+            let (b0, b1) = (self.iconst64(1), self.iconst64(nkb as i64 - 1));
+            self.build_loop(b0, b1, 1, &[], |cg, kb, _| {
+                let start = cg.b.ins().imul_imm_s(kb, kc as i64);
+                cg.emit_k_block(g, &cx, lo, hi, Phase::Middle, KBlock { start, len: kc });
+                vec![]
+            });
+        }
+        let start = self.iconst64(((nkb - 1) * kc) as i64);
+        self.emit_k_block(g, &cx, lo, hi, Phase::Last, KBlock { start, len: g.k - (nkb - 1) * kc });
+        self.memo = base_memo.clone();
+    }
+
+    /// One `k` block over all rows and the thread's column blocks `lo..hi`, in row blocks of
+    /// `mc` (each swept by every column block while it is in cache). The row tail (`m % mr`)
+    /// follows the row blocks.
+    fn emit_k_block(&mut self, g: &Gemm, cx: &GemmCtx, lo: Value, hi: Value, phase: Phase, kb: KBlock) {
+        let full_rows = g.m / g.mr;
+        let has_tail = g.m % g.mr != 0;
+        let per_block = (g.mc / g.mr).max(1);
+        let row_blocks = full_rows.div_ceil(per_block);
+        if row_blocks <= 1 {
+            let (r0, r1) = (self.iconst64(0), self.iconst64(full_rows as i64));
+            self.emit_columns(g, cx, lo, hi, phase, kb, (r0, r1), has_tail);
+            return;
+        }
+        let (b0, b1) = (self.iconst64(0), self.iconst64(row_blocks as i64));
+        self.build_loop(b0, b1, 1, &[], |cg, ib, _| {
+            let r0 = cg.b.ins().imul_imm_s(ib, per_block as i64);
+            let r1 = cg.b.ins().iadd_imm_s(r0, per_block as i64);
+            let last = cg.iconst64(full_rows as i64);
+            let r1 = cg.b.ins().smin(r1, last);
+            cg.emit_columns(g, cx, lo, hi, phase, kb, (r0, r1), false);
+            vec![]
+        });
+        if has_tail {
+            let r = self.iconst64(0);
+            self.emit_columns(g, cx, lo, hi, phase, kb, (r, r), true);
+        }
+    }
+
+    /// The thread's column blocks (over batch points), each with the full row blocks
+    /// `rows.0..rows.1` and, when `tail`, the row tail.
+    #[allow(clippy::too_many_arguments)]
+    fn emit_columns(&mut self, g: &Gemm, cx: &GemmCtx, lo: Value, hi: Value, phase: Phase, kb: KBlock, rows: (Value, Value), tail: bool) {
+        let jb = g.n.div_ceil(g.nr) as i64;
+        self.build_loop(lo, hi, 1, &[], |cg, t, _| {
             // t -> (batch point, column block)
             let bflat = cg.b.ins().udiv_imm_s(t, jb);
             let jblock = cg.b.ins().urem_imm_s(t, jb);
             let mut rem = bflat;
-            for &v in batch_vars.iter().rev() {
+            for &v in cx.batch_vars.iter().rev() {
                 let e = cg.k.extent(v);
                 let q = cg.b.ins().udiv_imm_s(rem, e);
                 let r = cg.b.ins().urem_imm_s(rem, e);
@@ -74,15 +180,20 @@ impl<'k, 'f> Cg<'k, 'f> {
             let j0 = cg.b.ins().imul_imm_s(jblock, g.nr as i64);
             let full_cols = g.n / g.nr;
             let tail_cols = g.n % g.nr;
-            let split = |cols: usize| -> (usize, usize) {
-                if vector {
-                    (cols / LANES, cols % LANES)
+            // (vector columns, scalar columns, valid columns). A packed B's last panel is padded
+            // with zero columns, so its tail runs as full vectors and only stores are cut short.
+            let split = |cols: usize| -> (usize, usize, usize) {
+                if cx.vector && g.b.padded_cols {
+                    (g.nr.div_ceil(LANES), 0, cols)
+                } else if cx.vector {
+                    (cols / LANES, cols % LANES, cols)
                 } else {
-                    (0, cols)
+                    (0, cols, cols)
                 }
             };
+            let at = TileAt { a_base, b_base, bflat, j0, phase, kb };
             if tail_cols == 0 {
-                cg.emit_row_blocks(g, a_base, b_base, bflat, j0, split(g.nr), ivar, jvar, &base_memo);
+                cg.emit_row_blocks(g, cx, &at, split(g.nr), rows, tail);
             } else {
                 let is_tail = cg.b.ins().icmp_imm_s(IntCC::Equal, jblock, full_cols as i64);
                 let tail_blk = cg.b.create_block();
@@ -90,10 +201,10 @@ impl<'k, 'f> Cg<'k, 'f> {
                 let join = cg.b.create_block();
                 cg.b.ins().brif(is_tail, tail_blk, &[], full_blk, &[]);
                 cg.b.switch_to_block(full_blk);
-                cg.emit_row_blocks(g, a_base, b_base, bflat, j0, split(g.nr), ivar, jvar, &base_memo);
+                cg.emit_row_blocks(g, cx, &at, split(g.nr), rows, tail);
                 cg.b.ins().jump(join, &[]);
                 cg.b.switch_to_block(tail_blk);
-                cg.emit_row_blocks(g, a_base, b_base, bflat, j0, split(tail_cols), ivar, jvar, &base_memo);
+                cg.emit_row_blocks(g, cx, &at, split(tail_cols), rows, tail);
                 cg.b.ins().jump(join, &[]);
                 cg.b.switch_to_block(join);
             }
@@ -101,55 +212,29 @@ impl<'k, 'f> Cg<'k, 'f> {
         });
     }
 
-    /// All row blocks of one column block: full blocks in a loop, then the row tail.
-    #[allow(clippy::too_many_arguments)]
-    fn emit_row_blocks(
-        &mut self,
-        g: &Gemm,
-        a_base: Value,
-        b_base: Value,
-        bflat: Value,
-        j0: Value,
-        (nv, ns): (usize, usize),
-        ivar: crate::kernel::Var,
-        jvar: crate::kernel::Var,
-        base_memo: &crate::codegen::Memo,
-    ) {
-        let full_rows = g.m / g.mr;
-        if full_rows > 0 {
-            let start = self.iconst64(0);
-            let end = self.iconst64(full_rows as i64);
-            self.build_loop(start, end, 1, &[], |cg, ib, _| {
-                let i0 = cg.b.ins().imul_imm_s(ib, g.mr as i64);
-                cg.emit_tile(g, a_base, b_base, bflat, i0, j0, Tile { rows: g.mr, nv, ns }, ivar, jvar, base_memo);
-                vec![]
-            });
-        }
-        let tail = g.m % g.mr;
-        if tail > 0 {
-            let i0 = self.iconst64((full_rows * g.mr) as i64);
-            self.emit_tile(g, a_base, b_base, bflat, i0, j0, Tile { rows: tail, nv, ns }, ivar, jvar, base_memo);
+    /// Row blocks `rows.0..rows.1` of one column block, then (when `tail`) the row tail.
+    fn emit_row_blocks(&mut self, g: &Gemm, cx: &GemmCtx, at: &TileAt, (nv, ns, valid): (usize, usize, usize), rows: (Value, Value), tail: bool) {
+        self.build_loop(rows.0, rows.1, 1, &[], |cg, ib, _| {
+            let i0 = cg.b.ins().imul_imm_s(ib, g.mr as i64);
+            cg.emit_tile(g, cx, at, i0, Tile { rows: g.mr, nv, ns, valid });
+            vec![]
+        });
+        let rest = g.m % g.mr;
+        if tail && rest > 0 {
+            let i0 = self.iconst64((g.m / g.mr * g.mr) as i64);
+            self.emit_tile(g, cx, at, i0, Tile { rows: rest, nv, ns, valid });
         }
     }
 
-    /// One microkernel instance plus its epilogue and stores.
-    #[allow(clippy::too_many_arguments)]
-    fn emit_tile(
-        &mut self,
-        g: &Gemm,
-        a_base: Value,
-        b_base: Value,
-        bflat: Value,
-        i0: Value,
-        j0: Value,
-        tile: Tile,
-        ivar: crate::kernel::Var,
-        jvar: crate::kernel::Var,
-        base_memo: &crate::codegen::Memo,
-    ) {
-        let at = a_tile(&g.a, g.mr);
-        let bt = b_tile(&g.b, g.nr);
-        // Element offsets of the tile's (0, 0) in A and B.
+    /// One microkernel instance for rows `i0..` of column block `at.j0`, over `at.kb`: the
+    /// accumulators start at zero (or the partial sums), run through the k loop, and end in
+    /// the epilogue (or as partial sums).
+    fn emit_tile(&mut self, g: &Gemm, cx: &GemmCtx, at: &TileAt, i0: Value, tile: Tile) {
+        let (ivar, jvar, base_memo) = (cx.ivar, cx.jvar, cx.base_memo);
+        let (bflat, j0) = (at.bflat, at.j0);
+        let a_t = a_tile(&g.a, g.mr);
+        let b_t = b_tile(&g.b, g.nr);
+        // Element offsets of the tile's (0, k0) in A and (k0, 0) in B.
         let a_off = match g.a.panel {
             Some(p) => {
                 let pi = self.b.ins().udiv_imm_s(i0, g.mr as i64);
@@ -157,7 +242,9 @@ impl<'k, 'f> Cg<'k, 'f> {
             }
             None => self.b.ins().imul_imm_s(i0, g.a.row_stride),
         };
-        let a_off = self.b.ins().iadd(a_off, a_base);
+        let a_off = self.b.ins().iadd(a_off, at.a_base);
+        let ak = self.b.ins().imul_imm_s(at.kb.start, a_t.cs);
+        let a_off = self.b.ins().iadd(a_off, ak);
         let b_off = match g.b.panel {
             Some(p) => {
                 let pj = self.b.ins().udiv_imm_s(j0, g.nr as i64);
@@ -165,34 +252,73 @@ impl<'k, 'f> Cg<'k, 'f> {
             }
             None => self.b.ins().imul_imm_s(j0, g.b.col_stride),
         };
-        let b_off = self.b.ins().iadd(b_off, b_base);
+        let b_off = self.b.ins().iadd(b_off, at.b_base);
+        let bk = self.b.ins().imul_imm_s(at.kb.start, b_t.rs);
+        let b_off = self.b.ins().iadd(b_off, bk);
         let a_ptr = self.elem_addr(g.a.buf as usize, a_off, 4);
         let b_ptr = self.elem_addr(g.b.buf as usize, b_off, 4);
-        let zv = {
-            let z = self.b.ins().f32const(0.0);
-            self.b.ins().splat(types::F32X4, z)
-        };
-        let zs = self.b.ins().f32const(0.0);
         let n_vec = tile.rows * tile.nv;
-        let mut init = vec![zv; n_vec];
-        init.extend(vec![zs; tile.rows * tile.ns]);
+        // Output element offsets of the tile's rows, and the accumulators' starting values.
+        let mn = (g.m * g.n) as i64;
+        let out_batch = self.b.ins().imul_imm_s(bflat, mn);
+        let row_off: Vec<Value> = (0..tile.rows)
+            .map(|r| {
+                let i = self.b.ins().iadd_imm_s(i0, r as i64);
+                let row = self.b.ins().imul_imm_s(i, g.n as i64);
+                let row = self.b.ins().iadd(row, out_batch);
+                self.b.ins().iadd(row, j0)
+            })
+            .collect();
+        let mut init = Vec::with_capacity(n_vec + tile.rows * tile.ns + 2);
+        if at.phase.resumes() {
+            for &ro in &row_off {
+                for v in 0..tile.nv {
+                    let addr = self.elem_addr(0, ro, 4);
+                    let present = tile.valid.saturating_sub(v * LANES).min(LANES);
+                    init.push(if present == LANES {
+                        self.b.ins().load(types::F32X4, vflags(), addr, (v * LANES * 4) as i32)
+                    } else {
+                        // A padded vector: its columns past the output's end start (and stay) zero.
+                        let z = self.b.ins().f32const(0.0);
+                        let mut acc = self.b.ins().splat(types::F32X4, z);
+                        for l in 0..present {
+                            let x = self.b.ins().load(types::F32, flags(), addr, ((v * LANES + l) * 4) as i32);
+                            acc = self.b.ins().insertlane(acc, x, l as u8);
+                        }
+                        acc
+                    });
+                }
+            }
+            for &ro in &row_off {
+                for s in 0..tile.ns {
+                    let addr = self.elem_addr(0, ro, 4);
+                    init.push(self.b.ins().load(types::F32, flags(), addr, ((tile.nv * LANES + s) * 4) as i32));
+                }
+            }
+        } else {
+            let z = self.b.ins().f32const(0.0);
+            let zv = self.b.ins().splat(types::F32X4, z);
+            init.extend(vec![zv; n_vec]);
+            init.extend(vec![z; tile.rows * tile.ns]);
+        }
         init.push(a_ptr);
         init.push(b_ptr);
-        let k_main = (g.k as i64 / K_UNROLL) * K_UNROLL;
+        let klen = at.kb.len as i64;
+        let k_main = (klen / K_UNROLL) * K_UNROLL;
         let step = |cg: &mut Self, carried: Vec<Value>, unroll: i64| -> Vec<Value> {
             let (mut accs, ptrs) = (carried[..carried.len() - 2].to_vec(), &carried[carried.len() - 2..]);
             let (ap, bp) = (ptrs[0], ptrs[1]);
             for u in 0..unroll {
                 // B row u of the tile: vectors, then scalar columns.
-                let brow = (u * bt.rs * 4) as i32;
+                let brow = (u * b_t.rs * 4) as i32;
                 let bv: Vec<Value> = (0..tile.nv)
                     .map(|v| cg.b.ins().load(types::F32X4, vflags(), bp, brow + (v * LANES * 4) as i32))
                     .collect();
                 let bs: Vec<Value> = (0..tile.ns)
-                    .map(|s| cg.b.ins().load(types::F32, flags(), bp, brow + (((tile.nv * LANES + s) as i64 * bt.cs) * 4) as i32))
+                    .map(|s| cg.b.ins().load(types::F32, flags(), bp, brow + (((tile.nv * LANES + s) as i64 * b_t.cs) * 4) as i32))
                     .collect();
                 for r in 0..tile.rows {
-                    let a_off = ((r as i64 * at.rs + u * at.cs) * 4) as i32;
+                    let a_off = ((r as i64 * a_t.rs + u * a_t.cs) * 4) as i32;
                     // A's element is broadcast to a vector either once per use (`vbroadcastss
                     // mem`: a load-port uop, and an x86 FMA that overwrites its multiplicand then
                     // consumes a fresh register) or once per row and shared (a load plus a register
@@ -223,8 +349,8 @@ impl<'k, 'f> Cg<'k, 'f> {
                     }
                 }
             }
-            let ap = cg.b.ins().iadd_imm_s(ap, unroll * at.cs * 4);
-            let bp = cg.b.ins().iadd_imm_s(bp, unroll * bt.rs * 4);
+            let ap = cg.b.ins().iadd_imm_s(ap, unroll * a_t.cs * 4);
+            let bp = cg.b.ins().iadd_imm_s(bp, unroll * b_t.rs * 4);
             accs.push(ap);
             accs.push(bp);
             accs
@@ -236,28 +362,65 @@ impl<'k, 'f> Cg<'k, 'f> {
             let (_, out) = self.build_loop(start, end, K_UNROLL, &carried, |cg, _kk, c| step(cg, c, K_UNROLL));
             carried = out;
         }
-        for _ in k_main..g.k as i64 {
+        for _ in k_main..klen {
             carried = step(self, carried, 1);
         }
         let accs = &carried[..carried.len() - 2];
+        if !at.phase.finishes() {
+            // Partial sums back to the output.
+            for (r, &ro) in row_off.iter().enumerate() {
+                let addr = self.elem_addr(0, ro, 4);
+                for v in 0..tile.nv {
+                    let acc = accs[r * tile.nv + v];
+                    let present = tile.valid.saturating_sub(v * LANES).min(LANES);
+                    if present == LANES {
+                        self.b.ins().store(vflags(), acc, addr, (v * LANES * 4) as i32);
+                    } else {
+                        for l in 0..present {
+                            let x = self.b.ins().extractlane(acc, l as u8);
+                            self.b.ins().store(flags(), x, addr, ((v * LANES + l) * 4) as i32);
+                        }
+                    }
+                }
+                for s in 0..tile.ns {
+                    self.b.ins().store(flags(), accs[n_vec + r * tile.ns + s], addr, ((tile.nv * LANES + s) * 4) as i32);
+                }
+            }
+            return;
+        }
         // Epilogue and stores.
-        let mn = (g.m * g.n) as i64;
-        let out_batch = self.b.ins().imul_imm_s(bflat, mn);
         for r in 0..tile.rows {
             let i = self.b.ins().iadd_imm_s(i0, r as i64);
-            let row = self.b.ins().imul_imm_s(i, g.n as i64);
-            let row = self.b.ins().iadd(row, out_batch);
             for v in 0..tile.nv {
+                let acc = accs[r * tile.nv + v];
+                let present = tile.valid.saturating_sub(v * LANES).min(LANES);
+                if present < LANES {
+                    // Columns of a padded vector that exist: scalar epilogues.
+                    for l in 0..present {
+                        let col = v * LANES + l;
+                        let j = self.b.ins().iadd_imm_s(j0, col as i64);
+                        self.loopvar.insert(ivar, i);
+                        self.loopvar.insert(jvar, j);
+                        self.memo = base_memo.clone();
+                        let acc_e = self.acc_expr();
+                        let x = self.b.ins().extractlane(acc, l as u8);
+                        self.memo.scalar.insert(acc_e, x);
+                        let val = self.emit_s(g.epilogue);
+                        let idx = self.b.ins().iadd_imm_s(row_off[r], col as i64);
+                        self.store_elem(idx, val);
+                    }
+                    continue;
+                }
                 let j = self.b.ins().iadd_imm_s(j0, (v * LANES) as i64);
                 self.loopvar.insert(ivar, i);
                 self.loopvar.insert(jvar, j);
                 self.memo = base_memo.clone();
                 self.vv = Some(jvar);
                 let acc_e = self.acc_expr();
-                self.memo.vector.insert(acc_e, VVal::V(accs[r * tile.nv + v]));
+                self.memo.vector.insert(acc_e, VVal::V(acc));
                 let val = self.as_vector(g.epilogue, DType::F32);
                 self.vv = None;
-                let idx = self.b.ins().iadd(row, j);
+                let idx = self.b.ins().iadd_imm_s(row_off[r], (v * LANES) as i64);
                 let addr = self.elem_addr(0, idx, 4);
                 self.b.ins().store(vflags(), val, addr, 0);
             }
@@ -269,7 +432,7 @@ impl<'k, 'f> Cg<'k, 'f> {
                 let acc_e = self.acc_expr();
                 self.memo.scalar.insert(acc_e, accs[n_vec + r * tile.ns + s]);
                 let val = self.emit_s(g.epilogue);
-                let idx = self.b.ins().iadd(row, j);
+                let idx = self.b.ins().iadd_imm_s(row_off[r], (tile.nv * LANES + s) as i64);
                 self.store_elem(idx, val);
             }
         }

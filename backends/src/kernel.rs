@@ -141,6 +141,9 @@ pub struct GemmOperand {
     pub col_stride: i64,
     /// Panel stride in elements, when packed.
     pub panel: Option<i64>,
+    /// Columns past `n` up to a multiple of the tile width exist and hold zeros (packed
+    /// panels, padded im2col rows), so the column tail can run as full vectors.
+    pub padded_cols: bool,
 }
 
 /// `out[b.., i, j] = epilogue(sum_k A[b.., i, k] * B[b.., k, j], b.., i, j)` for f32.
@@ -148,6 +151,11 @@ pub struct GemmOperand {
 /// The domain is `batch.., i (m), j (n)`; `epilogue` is an expression over those variables and
 /// [`Expr::Acc`]. The code generator tiles `i` by `mr` and `j` by `nr` (a multiple of the vector
 /// width) and keeps the `mr x nr` accumulators in registers over the `k` loop.
+///
+/// Cache blocking: `k` runs in blocks of `kc` and `i` in blocks of `mc` rows, so an `mc x kc`
+/// block of A stays in L2 while every column block of the thread's range passes over it, and a
+/// `kc x nr` sliver of B stays in L1 across the row blocks. Partial sums of the earlier `k`
+/// blocks are kept in the output; the epilogue runs after the last.
 #[derive(Clone, Debug)]
 pub struct Gemm {
     pub m: usize,
@@ -157,7 +165,29 @@ pub struct Gemm {
     pub b: GemmOperand,
     pub mr: usize,
     pub nr: usize,
+    pub kc: usize,
+    pub mc: usize,
     pub epilogue: E,
+}
+
+/// Bytes of A kept in L2 per block and of B per L1 sliver (conservative for phone cores).
+const GEMM_L2_BLOCK: usize = 256 * 1024;
+const GEMM_KC_TARGET: usize = 384;
+
+/// The cache blocking (`kc`, `mc`) of an `m x n x k` f32 GEMM with register tile `mr`: `k`
+/// unblocked up to 512, else split into near-equal blocks of about 384 (a multiple of 4);
+/// rows unblocked while `m x kc` floats fit [`GEMM_L2_BLOCK`], else the largest multiple of
+/// `mr` that does.
+pub fn gemm_blocking(m: usize, k: usize, mr: usize) -> (usize, usize) {
+    let kc = if k <= 512 {
+        k
+    } else {
+        let blocks = k.div_ceil(GEMM_KC_TARGET);
+        k.div_ceil(blocks).div_ceil(4) * 4
+    };
+    let rows = (GEMM_L2_BLOCK / (4 * kc.max(1))).max(mr);
+    let mc = if m <= rows { m } else { (rows / mr).max(1) * mr };
+    (kc, mc)
 }
 
 /// A complete kernel.
