@@ -96,11 +96,7 @@ pub(crate) struct Analysis {
 fn analyse(k: &Kernel) -> Analysis {
     let n = k.nodes.len();
     let mut live = vec![false; n];
-    let roots = match &k.body {
-        Body::Map { value, index } => std::iter::once(*value).chain(*index).collect(),
-        Body::Scatter { index, value } => vec![*index, *value],
-        Body::Gemm(g) => vec![g.epilogue, g.a.base, g.b.base],
-    };
+    let roots = k.body.roots();
     let mut stack = roots;
     while let Some(e) = stack.pop() {
         if !live[e.0 as usize] {
@@ -322,13 +318,7 @@ impl<'k, 'f> Cg<'k, 'f> {
         let var = self.k.domain[level];
         let (start, end) = self.level_bounds(level, lo, hi);
         let innermost = level + 1 == n;
-        // A store index must advance by one element per lane.
-        let contiguous = match &self.k.body {
-            Body::Map { index: Some(i), .. } => self.lane_coef(*i, var) == Some(1),
-            _ => true,
-        };
         let vectorize = innermost
-            && contiguous
             && self.opts.vectorize
             && self.k.bufs[0].dtype == DType::F32
             && self.k.extent(var) >= LANES as i64;
@@ -389,24 +379,42 @@ impl<'k, 'f> Cg<'k, 'f> {
     }
 
     fn store_map_scalar(&mut self) {
-        let Body::Map { value, index } = self.k.body.clone() else { unreachable!() };
-        let v = self.emit_s(value);
-        let idx = match index {
-            Some(i) => self.emit_s(i),
-            None => self.domain_flat_index(),
-        };
-        self.store_elem(idx, v);
+        let Body::Map { stores } = self.k.body.clone() else { unreachable!() };
+        for s in stores {
+            let v = self.emit_s(s.value);
+            let idx = match s.index {
+                Some(i) => self.emit_s(i),
+                None => self.domain_flat_index(),
+            };
+            self.store_elem(idx, v);
+        }
     }
 
+    /// The stores of four lanes: a vector store where the index advances by one element per
+    /// lane, else the vector's lanes stored one by one.
     fn store_map_vector(&mut self) {
-        let Body::Map { value, index } = self.k.body.clone() else { unreachable!() };
-        let v = self.as_vector(value, DType::F32);
-        let idx = match index {
-            Some(i) => self.emit_lane(i, 0),
-            None => self.domain_flat_index(),
-        };
-        let addr = self.elem_addr(0, idx, 4);
-        self.b.ins().store(vflags(), v, addr, 0);
+        let Body::Map { stores } = self.k.body.clone() else { unreachable!() };
+        let vv = self.vv.expect("vector loop");
+        for s in stores {
+            let v = self.as_vector(s.value, DType::F32);
+            let contiguous = s.index.is_none_or(|i| self.lane_coef(i, vv) == Some(1));
+            if contiguous {
+                let idx = match s.index {
+                    Some(i) => self.emit_lane(i, 0),
+                    None => self.domain_flat_index(),
+                };
+                let addr = self.elem_addr(0, idx, 4);
+                self.b.ins().store(vflags(), v, addr, 0);
+            } else {
+                let i = s.index.expect("the row-major index is contiguous");
+                for l in 0..LANES {
+                    let idx = self.emit_lane(i, l);
+                    let x = self.b.ins().extractlane(v, l as u8);
+                    let addr = self.elem_addr(0, idx, 4);
+                    self.b.ins().store(flags(), x, addr, 0);
+                }
+            }
+        }
     }
 
     pub(crate) fn elem_addr(&mut self, buf: usize, idx: Value, size: i64) -> Value {

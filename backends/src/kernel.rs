@@ -118,14 +118,43 @@ pub struct BufDecl {
 /// What the kernel does for each point of its domain.
 #[derive(Clone, Debug)]
 pub enum Body {
-    /// `buf0[index] = value`, where `index` defaults to the row-major index of the domain point.
-    /// A given `index` must be injective over the domain (so the outer loop can still be split
-    /// across threads), e.g. the interior of a padded buffer.
-    Map { value: E, index: Option<E> },
+    /// `buf0[index] = value` for each store of each domain point; an index defaults to the
+    /// row-major index of the domain point. Given indices must be injective over the domain and
+    /// the stores (so the outer loop can still be split across threads): the interior of a
+    /// padded buffer, the several outputs of a Winograd tile.
+    Map { stores: Vec<Store> },
     /// `buf0[index] = value`; `index` is a checked flat element index. Runs sequentially.
     Scatter { index: E, value: E },
     /// A register-tiled matrix product with an epilogue (see [`Gemm`]).
     Gemm(Gemm),
+}
+
+/// One store of a [`Body::Map`].
+#[derive(Clone, Copy, Debug)]
+pub struct Store {
+    pub index: Option<E>,
+    pub value: E,
+}
+
+impl Body {
+    /// `out[domain point] = value`.
+    pub fn map(value: E) -> Body {
+        Body::Map { stores: vec![Store { index: None, value }] }
+    }
+
+    /// `out[index] = value` (`index` injective over the domain).
+    pub fn map_at(value: E, index: E) -> Body {
+        Body::Map { stores: vec![Store { index: Some(index), value }] }
+    }
+
+    /// Every expression the body reads directly.
+    pub fn roots(&self) -> Vec<E> {
+        match self {
+            Body::Map { stores } => stores.iter().flat_map(|s| std::iter::once(s.value).chain(s.index)).collect(),
+            Body::Scatter { index, value } => vec![*index, *value],
+            Body::Gemm(g) => vec![g.epilogue, g.a.base, g.b.base],
+        }
+    }
 }
 
 /// An f32 operand of a [`Gemm`]: element (r, c) of the current batch is at
@@ -1109,11 +1138,7 @@ impl fmt::Display for Kernel {
         }
         let dom: Vec<String> = self.domain.iter().map(|v| format!("v{}<{}", v.0, self.extent(*v))).collect();
         writeln!(f, "  domain: {}", dom.join(", "))?;
-        let roots = match &self.body {
-            Body::Map { value, index } => std::iter::once(*value).chain(*index).collect(),
-            Body::Scatter { index, value } => vec![*index, *value],
-            Body::Gemm(g) => vec![g.epilogue, g.a.base, g.b.base],
-        };
+        let roots = self.body.roots();
         let mut live = vec![false; self.nodes.len()];
         let mut stack = roots.clone();
         while let Some(e) = stack.pop() {
@@ -1128,8 +1153,10 @@ impl fmt::Display for Kernel {
             }
         }
         match &self.body {
-            Body::Map { value, index: None } => writeln!(f, "  out[domain] = e{}", value.0),
-            Body::Map { value, index: Some(i) } => writeln!(f, "  out[e{}] = e{} (injective)", i.0, value.0),
+            Body::Map { stores } => stores.iter().try_for_each(|s| match s.index {
+                None => writeln!(f, "  out[domain] = e{}", s.value.0),
+                Some(i) => writeln!(f, "  out[e{}] = e{}", i.0, s.value.0),
+            }),
             Body::Scatter { index, value } => writeln!(f, "  out[e{}] = e{}", index.0, value.0),
             Body::Gemm(g) => writeln!(
                 f,

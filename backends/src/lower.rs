@@ -18,6 +18,8 @@ use crate::math;
 use odc_ir::{Bytes, DType, Graph, IrError, NodeId, Op, OpFamily, PadMode, ReduceOp, ScatterReduction, Tensor};
 use std::collections::{HashMap, HashSet};
 
+mod winograd;
+
 /// Where a buffer lives at run time.
 #[derive(Clone, Debug, PartialEq)]
 pub enum BufferKind {
@@ -252,7 +254,7 @@ impl<'g> LowerState<'g> {
         let c = scalar_const(&mut kl.kb, fill, ct);
         let c = math::round_to_storage(&mut kl.kb, c, ty.dtype);
         let c = math::encode(&mut kl.kb, c, ty.dtype);
-        let (k, args) = kl.finish(kernel_name(name, "pad_fill"), vars, Body::Map { value: c, index: None });
+        let (k, args) = kl.finish(kernel_name(name, "pad_fill"), vars, Body::map(c));
         self.push_kernel(k, args);
         let src_shape = self.g.ty(src).shape.clone();
         let mut kl = KernelLowering::new(self, None, out);
@@ -261,7 +263,7 @@ impl<'g> LowerState<'g> {
         let v = math::encode(&mut kl.kb, v, ty.dtype);
         let shifted: Vec<E> = idx.iter().zip(low).map(|(&i, &l)| kl.kb.add_c(i, l)).collect();
         let index = kl.kb.flat_index(&shifted, &ty.shape);
-        let (k, args) = kl.finish(kernel_name(name, "pad_copy"), vars, Body::Map { value: v, index: Some(index) });
+        let (k, args) = kl.finish(kernel_name(name, "pad_copy"), vars, Body::map_at(v, index));
         self.push_kernel(k, args);
         Ok(())
     }
@@ -279,7 +281,7 @@ impl<'g> LowerState<'g> {
         let (vars, idx) = kl.domain(&ty.shape);
         let v = kl.access(src, &idx)?;
         let v = math::encode(&mut kl.kb, v, ty.dtype);
-        let (k, args) = kl.finish(name.to_string(), vars, Body::Map { value: v, index: None });
+        let (k, args) = kl.finish(name.to_string(), vars, Body::map(v));
         self.push_kernel(k, args);
         Ok(())
     }
@@ -342,7 +344,7 @@ impl<'g> LowerState<'g> {
                 let (vars, idx) = kl.domain(&ty.shape);
                 let v = kl.emit_node(n, &idx)?;
                 let v = math::encode(&mut kl.kb, v, ty.dtype);
-                let (k, args) = kl.finish(name, vars, Body::Map { value: v, index: None });
+                let (k, args) = kl.finish(name, vars, Body::map(v));
                 self.push_kernel(k, args);
             }
         }
@@ -392,6 +394,7 @@ impl<'g> LowerState<'g> {
                 let (kern, args) = kl.finish(name.to_string(), vars, Body::Gemm(Gemm { m, n, k, a, b, mr, nr, kc, mc, epilogue }));
                 self.push_kernel(kern, args);
             }
+            Op::Conv(_) if winograd::eligible(g, c) => self.lower_winograd(c, root, out, name)?,
             Op::Conv(cv) => {
                 let (xs, ws) = (g.ty(ops[0]).shape.clone(), g.ty(ops[1]).shape.clone());
                 let osh = g.ty(c).shape.clone();
@@ -491,7 +494,7 @@ impl<'g> LowerState<'g> {
             xi.push(kl.kb.add(o, kd));
         }
         let v = kl.access(x, &xi)?;
-        let (k, args) = kl.finish(name.to_string(), vars, Body::Map { value: v, index: None });
+        let (k, args) = kl.finish(name.to_string(), vars, Body::map(v));
         self.push_kernel(k, args);
         Ok(())
     }
@@ -566,6 +569,9 @@ pub struct KernelLowering<'s, 'g> {
     root: Option<NodeId>,
     /// The contraction whose value is the GEMM accumulator.
     acc_node: Option<NodeId>,
+    /// The contraction's value where it is known as an expression (a Winograd output
+    /// transform); otherwise the GEMM accumulator.
+    acc_value: Option<E>,
     pub kb: KernelBuilder,
     slots: HashMap<usize, u32>,
     args: Vec<usize>,
@@ -573,15 +579,23 @@ pub struct KernelLowering<'s, 'g> {
 
 impl<'s, 'g> KernelLowering<'s, 'g> {
     fn new(st: &'s mut LowerState<'g>, root: Option<NodeId>, out: usize) -> Self {
-        let mut kl = KernelLowering { st, root, acc_node: None, kb: KernelBuilder::new(), slots: HashMap::new(), args: vec![] };
+        let mut kl =
+            KernelLowering { st, root, acc_node: None, acc_value: None, kb: KernelBuilder::new(), slots: HashMap::new(), args: vec![] };
         kl.slot(out);
         kl
     }
 
     /// The GEMM epilogue: the root's value (the accumulator itself when the root is the contraction).
     fn epilogue(&mut self, root: NodeId, idx: &[E]) -> Result<E, IrError> {
-        let v = if Some(root) == self.acc_node { self.kb.acc() } else { self.emit_node(root, idx)? };
+        let v = if Some(root) == self.acc_node { self.acc_expr() } else { self.emit_node(root, idx)? };
         Ok(math::encode(&mut self.kb, v, self.st.g.ty(root).dtype))
+    }
+
+    fn acc_expr(&mut self) -> E {
+        match self.acc_value {
+            Some(v) => v,
+            None => self.kb.acc(),
+        }
     }
 
     fn slot(&mut self, buffer: usize) -> u32 {
@@ -631,7 +645,7 @@ impl<'s, 'g> KernelLowering<'s, 'g> {
     /// The value of node `n` at multi-index `idx`, in its compute type.
     pub fn access(&mut self, n: NodeId, idx: &[E]) -> Result<E, IrError> {
         if Some(n) == self.acc_node {
-            return Ok(self.kb.acc());
+            return Ok(self.acc_expr());
         }
         if Some(n) != self.root {
             let g = self.st.g;

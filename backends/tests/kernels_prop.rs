@@ -231,3 +231,59 @@ proptest! {
         close(&run(&g, &[dx]), &want, 0.0)?;
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// 3x3 stride-1 convolutions large enough for Winograd F(4x4, 3x3), including output sizes
+    /// that are not a multiple of 4 (partial tile row, column and corner), padding or none, and
+    /// a fused bias + ReLU + residual epilogue.
+    #[test]
+    fn winograd_conv3x3(ci in 16usize..20, co in 16usize..21, h in 9usize..19, w in 9usize..19, pad in 0i64..2, batch in 1usize..3) {
+        let mut g = Graph::new();
+        let x = input(&mut g, "x", &[batch, ci, h, w]);
+        let dw = data(co * ci * 9, 11).iter().map(|v| v * 0.2).collect::<Vec<_>>();
+        let wt = g.constant(Tensor::from_f32(vec![co, ci, 3, 3], &dw), "w");
+        let xp = g.add(Op::Pad { low: vec![0, 0, pad, pad], high: vec![0, 0, pad, pad], interior: vec![0; 4], mode: PadMode::Constant(Scalar::F64(0.0)) }, &[x], "pad").unwrap();
+        let y = g.add(Op::Conv(Conv { strides: vec![1, 1], dilations: vec![1, 1], groups: 1 }), &[xp, wt], "conv").unwrap();
+        let ys = g.ty(y).shape.clone();
+        let (oh, ow) = (ys[2], ys[3]);
+        prop_assume!(batch * oh.div_ceil(4) * ow.div_ceil(4) >= 16);
+        let bias = data(co, 12);
+        let bv = g.constant(Tensor::from_f32(vec![co, 1, 1], &bias), "bias");
+        let s = g.add(Op::Binary(BinaryOp::Add), &[y, bv], "add").unwrap();
+        let res = input(&mut g, "res", &[batch, co, oh, ow]);
+        let s = g.add(Op::Binary(BinaryOp::Add), &[s, res], "residual").unwrap();
+        let z = g.constant(Tensor::from_f32(vec![], &[0.0]), "zero");
+        let zx = g.add(Op::Expand { shape: vec![batch, co, oh, ow] }, &[z], "zx").unwrap();
+        let r = g.add(Op::Binary(BinaryOp::Max), &[s, zx], "relu").unwrap();
+        g.set_output("y", r);
+        let (dx, dr) = (data(batch * ci * h * w, 13), data(batch * co * oh * ow, 14));
+        let mut want = vec![0f32; batch * co * oh * ow];
+        for b in 0..batch { for o in 0..co { for oy in 0..oh { for ox in 0..ow {
+            let mut acc = 0f64;
+            for c in 0..ci { for ky in 0..3 { for kx in 0..3 {
+                let (iy, ix) = (oy as i64 + ky as i64 - pad, ox as i64 + kx as i64 - pad);
+                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                    acc += dx[((b * ci + c) * h + iy as usize) * w + ix as usize] as f64 * dw[((o * ci + c) * 3 + ky) * 3 + kx] as f64;
+                }
+            }}}
+            let i = ((b * co + o) * oh + oy) * ow + ox;
+            want[i] = ((acc + bias[o] as f64 + dr[i] as f64).max(0.0)) as f32;
+        }}}}
+        let got = run_with(&g, &[dx, dr], true);
+        close(&got, &want, 2e-4)?;
+    }
+}
+
+#[test]
+fn winograd_is_used_for_eligible_convolutions() {
+    let mut g = Graph::new();
+    let x = input(&mut g, "x", &[1, 16, 18, 18]);
+    let wt = g.constant(Tensor::from_f32(vec![16, 16, 3, 3], &data(16 * 16 * 9, 1)), "w");
+    let y = g.add(Op::Conv(Conv { strides: vec![1, 1], dilations: vec![1, 1], groups: 1 }), &[x, wt], "conv").unwrap();
+    g.set_output("y", y);
+    let prog = lower(&g, &odc_backends::fusion::greedy(&g), &odc_backends::LowerOptions::default()).unwrap();
+    let names: Vec<&str> = prog.kernels.iter().map(|k| k.name.as_str()).collect();
+    assert!(names.iter().any(|n| n.ends_with("winograd_gemm")), "{names:?}");
+}

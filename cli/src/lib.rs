@@ -113,18 +113,28 @@ pub fn parse_shape_arg(s: &str) -> Result<(String, Vec<usize>), Error> {
 /// Load an ONNX file and import it into graph IR (constants folded, verified).
 pub fn import_onnx(path: &Path, opts: &CompileOptions, timings: &mut Timings) -> Result<Graph, Error> {
     let model = timings.record("load", || onnx::load_model(path))?;
-    import_model(&model, opts, timings)
+    import_model_owned(model, opts, timings)
 }
 
 /// Import an already-loaded model.
 pub fn import_model(model: &onnx::OnnxModel, opts: &CompileOptions, timings: &mut Timings) -> Result<Graph, Error> {
+    let g = timings.record("import", || onnx::import(model, &import_options(opts), &JitEvaluator))?;
+    simplify(g, opts, timings)
+}
+
+/// [`import_model`], consuming the model so its weights move into the graph without a copy.
+pub fn import_model_owned(model: onnx::OnnxModel, opts: &CompileOptions, timings: &mut Timings) -> Result<Graph, Error> {
+    let g = timings.record("import", || onnx::import_owned(model, &import_options(opts), &JitEvaluator))?;
+    simplify(g, opts, timings)
+}
+
+fn import_options(opts: &CompileOptions) -> ImportOptions {
+    ImportOptions { input_shapes: opts.input_shapes.clone(), dims: opts.dims.clone(), input_values: opts.input_values.clone() }
+}
+
+/// The graph passes after import: constant folding, affine folding, verification.
+fn simplify(mut g: Graph, opts: &CompileOptions, timings: &mut Timings) -> Result<Graph, Error> {
     let eval = JitEvaluator;
-    let iopts = ImportOptions {
-        input_shapes: opts.input_shapes.clone(),
-        dims: opts.dims.clone(),
-        input_values: opts.input_values.clone(),
-    };
-    let mut g = timings.record("import", || onnx::import(model, &iopts, &eval))?;
     dump("import", &g);
     timings.record("fold_constants", || odc_passes::fold::fold_constants(&mut g, &eval))?;
     dump("fold_constants", &g);
@@ -151,6 +161,14 @@ pub fn host_lower_options(opts: &CompileOptions) -> Result<LowerOptions, Error> 
 /// Compile for in-process execution.
 pub fn compile_jit(g: &Graph, opts: &CompileOptions, timings: &mut Timings) -> Result<JitProgram, Error> {
     let prog = plan(g, opts, &host_lower_options(opts)?, timings)?;
+    Ok(timings.record("codegen", || JitProgram::compile(prog, opts.opt_level))?)
+}
+
+/// [`compile_jit`], dropping the graph (and its copy of the weights) once the program holds
+/// the packed weights, before code generation.
+pub fn compile_jit_owned(g: Graph, opts: &CompileOptions, timings: &mut Timings) -> Result<JitProgram, Error> {
+    let prog = plan(&g, opts, &host_lower_options(opts)?, timings)?;
+    drop(g);
     Ok(timings.record("codegen", || JitProgram::compile(prog, opts.opt_level))?)
 }
 

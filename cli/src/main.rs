@@ -101,6 +101,33 @@ enum Cmd {
         #[arg(long, default_value_t = 12)]
         top: usize,
     },
+    /// Run a compiled module (`odc compile --emit sharedlib`) through the runtime loader: print
+    /// or save its outputs, or time it (`--runs N` ends with `median_ms=<x> min_ms=<y>`).
+    Exec {
+        /// The shared library (lib<name>.so).
+        module: PathBuf,
+        /// Symbol prefix (default: the file name without `lib` and `.so`).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// An input: NAME=FILE.npy (or just FILE.npy for a single-input module). Repeatable.
+        #[arg(long = "input", short = 'i', value_name = "NAME=FILE")]
+        inputs: Vec<String>,
+        /// Write each output to DIR/<name>.npy.
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+        /// Print at most this many values per output.
+        #[arg(long, default_value_t = 16)]
+        print: usize,
+        /// Threads sharing each parallel loop.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Timed runs (0: run once and print the outputs). Inputs not given are random.
+        #[arg(long, default_value_t = 0)]
+        runs: usize,
+        /// Untimed runs before the timed ones.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+    },
     /// Show the imported graph and the kernel plan.
     Inspect {
         #[command(flatten)]
@@ -190,8 +217,8 @@ fn run(m: &ModelArgs, inputs: &[String], output_dir: Option<&Path>, print: usize
         bail!("missing input(s): {} (pass --input NAME=FILE.npy)", missing.join(", "));
     }
     let mut timings = Timings::default();
-    let g = odc::import_model(&model, &opts, &mut timings)?;
-    let jit = odc::compile_jit(&g, &opts, &mut timings)?;
+    let g = odc::import_model_owned(model, &opts, &mut timings)?;
+    let jit = odc::compile_jit_owned(g, &opts, &mut timings)?;
     for d in &declared {
         if !jit.inputs().iter().any(|s| s.name == d.name) {
             eprintln!("note: input '{}' determines shapes and was specialised to the given value", d.name);
@@ -223,8 +250,7 @@ fn run(m: &ModelArgs, inputs: &[String], output_dir: Option<&Path>, print: usize
     for (spec, data) in jit.outputs().iter().zip(&outs) {
         println!("{}: {} {:?} = {}", spec.name, spec.dtype, spec.shape, format_values(spec.dtype, data, print));
         if let Some(dir) = output_dir {
-            let safe: String = spec.name.chars().map(|c| if c.is_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
-            npy::write(&dir.join(format!("{safe}.npy")), spec.dtype, &spec.shape, data)?;
+            npy::write(&dir.join(format!("{}.npy", safe_file_name(&spec.name))), spec.dtype, &spec.shape, data)?;
         }
     }
     Ok(())
@@ -323,7 +349,7 @@ fn bench(m: &ModelArgs, threads: usize, inputs: &[String], runs: usize, warmup: 
     let mut timings = Timings::default();
     let t0 = std::time::Instant::now();
     let g = odc::import_onnx(&m.model, &opts, &mut timings)?;
-    let mut jit = odc::compile_jit(&g, &opts, &mut timings)?;
+    let mut jit = odc::compile_jit_owned(g, &opts, &mut timings)?;
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
     jit.set_threads(threads);
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x0dc);
@@ -384,6 +410,111 @@ fn bench(m: &ModelArgs, threads: usize, inputs: &[String], runs: usize, warmup: 
 }
 
 #[allow(clippy::too_many_arguments)]
+fn exec(
+    path: &Path,
+    prefix: Option<&str>,
+    inputs: &[String],
+    output_dir: Option<&Path>,
+    print: usize,
+    threads: usize,
+    runs: usize,
+    warmup: usize,
+) -> Result<()> {
+    let prefix = match prefix {
+        Some(p) => p.to_string(),
+        None => module_prefix(path)?,
+    };
+    let mut module = odc_runtime::Module::load_with_prefix(path, &prefix)?;
+    module.set_threads(threads);
+    let info = module.info().clone();
+    let dtype_of = |t: &odc_runtime::TensorInfo| {
+        odc_ir::DType::from_abi_code(t.dtype).with_context(|| format!("'{}' has an unknown dtype code {}", t.name, t.dtype))
+    };
+    let mut given: HashMap<String, npy::NpyTensor> = HashMap::new();
+    for spec in inputs {
+        let (name, file) = match spec.split_once('=') {
+            Some((n, f)) => (n.to_string(), f.to_string()),
+            None if info.inputs.len() == 1 => (info.inputs[0].name.clone(), spec.clone()),
+            None => bail!("the module has {} inputs; name each one: --input NAME=FILE.npy", info.inputs.len()),
+        };
+        if !info.inputs.iter().any(|t| t.name == name) {
+            let names: Vec<&str> = info.inputs.iter().map(|t| t.name.as_str()).collect();
+            bail!("the module has no input '{name}' (inputs: {})", names.join(", "));
+        }
+        given.insert(name, npy::read(Path::new(&file))?);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x0dc);
+    let mut data = vec![];
+    for t in &info.inputs {
+        let dtype = dtype_of(t)?;
+        data.push(match given.get(&t.name) {
+            Some(x) if x.dtype != dtype => bail!("input '{}' must be {dtype}, the file holds {}", t.name, x.dtype),
+            Some(x) if x.shape != t.shape => bail!("input '{}' must have shape {:?}, the file has {:?}", t.name, t.shape, x.shape),
+            Some(x) => x.data.clone(),
+            None if runs > 0 => random_input(dtype, t.shape.iter().product(), &mut rng),
+            None => bail!("missing input '{}' (pass --input NAME=FILE.npy)", t.name),
+        });
+    }
+    let refs: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
+    let mut outs: Vec<Vec<u8>> = info.outputs.iter().map(|t| vec![0u8; t.byte_len]).collect();
+    let mut run_once = |outs: &mut Vec<Vec<u8>>| -> Result<()> {
+        let mut views: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        module.run(&refs, &mut views)?;
+        Ok(())
+    };
+    if runs > 0 {
+        for _ in 0..warmup {
+            run_once(&mut outs)?;
+        }
+        let mut times = vec![];
+        for _ in 0..runs {
+            let t = std::time::Instant::now();
+            run_once(&mut outs)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!("module: {}  threads: {threads}  arena: {} bytes", path.display(), info.arena_size);
+        println!("median_ms={:.4} min_ms={:.4}", times[times.len() / 2], times[0]);
+    } else {
+        run_once(&mut outs)?;
+    }
+    if let Some(dir) = output_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    for (t, data) in info.outputs.iter().zip(&outs) {
+        let dtype = dtype_of(t)?;
+        if runs == 0 {
+            println!("{}: {} {:?} = {}", t.name, dtype, t.shape, format_values(dtype, data, print));
+        }
+        if let Some(dir) = output_dir {
+            npy::write(&dir.join(format!("{}.npy", safe_file_name(&t.name))), dtype, &t.shape, data)?;
+        }
+    }
+    Ok(())
+}
+
+/// The prefix of the one odc module in a shared library: the `<prefix>_describe` it exports.
+fn module_prefix(path: &Path) -> Result<String> {
+    use object::{Object, ObjectSymbol};
+    let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file = object::File::parse(&*data).with_context(|| format!("{} is not a shared library", path.display()))?;
+    let prefixes: Vec<String> = file
+        .dynamic_symbols()
+        .filter_map(|s| s.name().ok().and_then(|n| n.strip_suffix("_describe")).map(str::to_string))
+        .collect();
+    match prefixes.as_slice() {
+        [p] => Ok(p.clone()),
+        [] => bail!("{} exports no <prefix>_describe: not an odc module", path.display()),
+        many => bail!("{} holds several modules ({}); choose one with --prefix", path.display(), many.join(", ")),
+    }
+}
+
+/// An output name as a file name: anything but letters, digits, `_` and `-` becomes `_`.
+fn safe_file_name(name: &str) -> String {
+    name.chars().map(|c| if c.is_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
 fn compile(
     m: &ModelArgs,
     target: Option<String>,
@@ -436,6 +567,9 @@ fn main() -> ExitCode {
         .map(|_| true),
         Cmd::Bench { m, threads, inputs, runs, warmup, top } => bench(m, *threads, inputs, *runs, *warmup, *top).map(|_| true),
         Cmd::Inspect { m, graph, kernels } => inspect(m, *graph, *kernels).map(|_| true),
+        Cmd::Exec { module, prefix, inputs, output_dir, print, threads, runs, warmup } => {
+            exec(module, prefix.as_deref(), inputs, output_dir.as_deref(), *print, *threads, *runs, *warmup).map(|_| true)
+        }
     };
     match r {
         Ok(true) => ExitCode::SUCCESS,

@@ -233,6 +233,8 @@ pub struct Importer<'m, 'e> {
     scopes: Vec<HashMap<String, Value>>,
     problems: Vec<Unsupported>,
     fresh: usize,
+    /// Raw initializer bytes moved out of the model (by name), so they are not copied.
+    taken_raw: HashMap<String, Vec<u8>>,
 }
 
 fn ir_err(e: IrError) -> FrontendError {
@@ -247,6 +249,24 @@ impl From<IrError> for FrontendError {
 
 /// Import the model's main graph.
 pub fn import(model: &OnnxModel, opts: &ImportOptions, eval: &dyn Evaluator) -> Result<Graph, FrontendError> {
+    import_with(model, HashMap::new(), opts, eval)
+}
+
+/// [`import`], consuming the model: initializer bytes move into the graph instead of being
+/// copied, so a large model is held once, not twice.
+pub fn import_owned(mut model: OnnxModel, opts: &ImportOptions, eval: &dyn Evaluator) -> Result<Graph, FrontendError> {
+    let mut taken = HashMap::new();
+    if let Some(g) = model.proto.graph.as_mut() {
+        for t in &mut g.initializer {
+            if !t.raw_data.is_empty() && !taken.contains_key(&t.name) {
+                taken.insert(t.name.clone(), std::mem::take(&mut t.raw_data));
+            }
+        }
+    }
+    import_with(&model, taken, opts, eval)
+}
+
+fn import_with(model: &OnnxModel, taken_raw: HashMap<String, Vec<u8>>, opts: &ImportOptions, eval: &dyn Evaluator) -> Result<Graph, FrontendError> {
     let proto = &model.proto;
     let mut opsets = HashMap::new();
     for o in &proto.opset_import {
@@ -263,6 +283,7 @@ pub fn import(model: &OnnxModel, opts: &ImportOptions, eval: &dyn Evaluator) -> 
         scopes: vec![HashMap::new()],
         problems: vec![],
         fresh: 0,
+        taken_raw,
     };
     if let Some(&v) = imp.opsets.get("") {
         if v > MAX_OPSET {
@@ -324,7 +345,8 @@ impl<'m, 'e> Importer<'m, 'e> {
 
     fn bind_initializers(&mut self, g: &GraphProto) -> Result<(), FrontendError> {
         for t in &g.initializer {
-            match tensor_from_proto(t, self.ext) {
+            let raw = self.taken_raw.remove(&t.name);
+            match tensor::tensor_from_proto_with(t, self.ext, raw) {
                 Ok(tensor) => {
                     self.b.origin = t.name.clone();
                     let n = self.b.constant(tensor);

@@ -86,6 +86,11 @@ fn invalid(name: &str, msg: impl std::fmt::Display) -> FrontendError {
 
 /// Decode a tensor proto.
 pub fn tensor_from_proto(t: &TensorProto, ext: &ExternalData) -> Result<Tensor, FrontendError> {
+    tensor_from_proto_with(t, ext, None)
+}
+
+/// Decode a tensor proto whose `raw_data` was moved out into `raw` (so it is not copied).
+pub fn tensor_from_proto_with(t: &TensorProto, ext: &ExternalData, raw: Option<Vec<u8>>) -> Result<Tensor, FrontendError> {
     let name = t.name.as_str();
     let dtype = dtype_from_onnx(t.data_type)
         .map_err(|d| FrontendError::Unsupported(format!("tensor '{name}' has unsupported data type {d}")))?;
@@ -124,6 +129,11 @@ pub fn tensor_from_proto(t: &TensorProto, ext: &ExternalData) -> Result<Tensor, 
             ));
         }
         Bytes::mapped(map, offset, len).map_err(|e| invalid(name, e))?
+    } else if let Some(raw) = raw.filter(|r| !r.is_empty()) {
+        if raw.len() != want {
+            return Err(invalid(name, format!("raw data has {} bytes, {dtype} {shape:?} needs {want}", raw.len())));
+        }
+        Bytes::from_vec(raw)
     } else if !t.raw_data.is_empty() || n == 0 {
         if t.raw_data.len() != want {
             return Err(invalid(name, format!("raw data has {} bytes, {dtype} {shape:?} needs {want}", t.raw_data.len())));
