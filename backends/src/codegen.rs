@@ -46,6 +46,10 @@ pub struct CodegenOptions {
     /// x86_64 Cranelift expands it to eight; the generator then builds it from `minps`/`maxps`
     /// (one instruction against a constant such as ReLU's 0, three otherwise).
     pub native_fminmax: bool,
+    /// In a mixed-sign 8-bit dot product, the unsigned operand comes first: the operand order
+    /// of the pattern Cranelift folds into one instruction (aarch64 `usdot`; x86_64's
+    /// `vpdpbusd` pattern takes the signed one first).
+    pub dot_unsigned_first: bool,
 }
 
 const LANES: usize = 4;
@@ -79,7 +83,7 @@ pub(crate) fn flags() -> MemFlagsData {
 }
 
 /// Flags for vector bitcasts (only an explicit byte order is allowed).
-fn bflags() -> MemFlagsData {
+pub(crate) fn bflags() -> MemFlagsData {
     MemFlagsData::new().with_endianness(Endianness::Little)
 }
 

@@ -29,10 +29,53 @@ impl FusionPlan {
     }
 }
 
-/// True for contractions the GEMM code generator handles: f32 MatMul, and f32 Conv that is not
-/// depthwise (one input and one output channel per group is better served by the direct loop).
+/// An operand of an i32 product that holds 8-bit values: a cast to i32 from u8/i8 (the node
+/// read for the bytes, signed?), or an i32 constant whose values all fit a byte.
+pub fn int8_operand(g: &Graph, n: NodeId) -> Option<(NodeId, bool)> {
+    match &g.node(n).op {
+        Op::Cast { to: DType::I32, .. } => {
+            let src = g.operands(n)[0];
+            match g.ty(src).dtype {
+                DType::I8 => Some((src, true)),
+                DType::U8 => Some((src, false)),
+                _ => None,
+            }
+        }
+        Op::Constant(t) if t.dtype == DType::I32 => {
+            let v: Vec<i32> = t.bytes().chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            if v.iter().all(|x| (-128..=127).contains(x)) {
+                Some((n, true))
+            } else if v.iter().all(|x| (0..=255).contains(x)) {
+                Some((n, false))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The 8-bit operands of an i32 MatMul that runs as an int8 dot-product GEMM: B constant (packed
+/// at compile time) and at least one operand signed (an unsigned x unsigned byte product
+/// overflows the dot product's 16-bit intermediate).
+pub fn int8_matmul(g: &Graph, n: NodeId) -> Option<((NodeId, bool), (NodeId, bool))> {
+    if !matches!(g.node(n).op, Op::MatMul) || g.ty(n).dtype != DType::I32 {
+        return None;
+    }
+    let ops = g.operands(n);
+    let (a, b) = (int8_operand(g, ops[0])?, int8_operand(g, ops[1])?);
+    let b_const = matches!(g.node(b.0).op, Op::Constant(_));
+    (g.ty(ops[0]).rank() >= 2 && g.ty(ops[1]).rank() >= 2 && b_const && (a.1 || b.1)).then_some((a, b))
+}
+
+/// True for contractions the GEMM code generator handles: f32 MatMul, int8 MatMul (see
+/// [`int8_matmul`]), and f32 Conv that is not depthwise (one input and one output channel per
+/// group is better served by the direct loop).
 pub fn gemm_eligible(g: &Graph, n: NodeId) -> bool {
     let node = g.node(n);
+    if int8_matmul(g, n).is_some() {
+        return true;
+    }
     if node.ty.dtype != DType::F32 {
         return false;
     }
@@ -97,7 +140,7 @@ pub fn greedy(g: &Graph) -> FusionPlan {
         let mut cur = n;
         let root = loop {
             match single_reader(g, cur) {
-                Some(r) if is_elementwise(&g.node(r).op) && &g.ty(r).shape == shape && g.ty(r).dtype == DType::F32 => {
+                Some(r) if is_elementwise(&g.node(r).op) && &g.ty(r).shape == shape => {
                     if plan.fused.contains(&r) {
                         cur = r;
                     } else {

@@ -9,7 +9,7 @@
 //! instances, so no load ever leaves its operand.
 
 use crate::codegen::{flags, vflags, Cg, Memo, VVal};
-use crate::kernel::{Expr, Gemm, GemmOperand, Var};
+use crate::kernel::{Expr, Gemm, GemmElem, GemmOperand, Var};
 use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
 use odc_ir::DType;
 
@@ -255,8 +255,13 @@ impl<'k, 'f> Cg<'k, 'f> {
         let b_off = self.b.ins().iadd(b_off, at.b_base);
         let bk = self.b.ins().imul_imm_s(at.kb.start, b_t.rs);
         let b_off = self.b.ins().iadd(b_off, bk);
-        let a_ptr = self.elem_addr(g.a.buf as usize, a_off, 4);
-        let b_ptr = self.elem_addr(g.b.buf as usize, b_off, 4);
+        let int8 = matches!(g.elem, GemmElem::Int8 { .. });
+        // Bytes per operand element; the k loop advances by `unit` k per step (a dot product
+        // of four bytes for 8-bit operands).
+        let (esize, unit) = if int8 { (1, 4) } else { (4, 1) };
+        let (acc_vt, acc_st) = if int8 { (types::I32X4, types::I32) } else { (types::F32X4, types::F32) };
+        let a_ptr = self.elem_addr(g.a.buf as usize, a_off, esize);
+        let b_ptr = self.elem_addr(g.b.buf as usize, b_off, esize);
         let n_vec = tile.rows * tile.nv;
         // Output element offsets of the tile's rows, and the accumulators' starting values.
         let mn = (g.m * g.n) as i64;
@@ -276,13 +281,13 @@ impl<'k, 'f> Cg<'k, 'f> {
                     let addr = self.elem_addr(0, ro, 4);
                     let present = tile.valid.saturating_sub(v * LANES).min(LANES);
                     init.push(if present == LANES {
-                        self.b.ins().load(types::F32X4, vflags(), addr, (v * LANES * 4) as i32)
+                        self.b.ins().load(acc_vt, vflags(), addr, (v * LANES * 4) as i32)
                     } else {
                         // A padded vector: its columns past the output's end start (and stay) zero.
-                        let z = self.b.ins().f32const(0.0);
-                        let mut acc = self.b.ins().splat(types::F32X4, z);
+                        let z = self.gemm_zero(int8);
+                        let mut acc = self.b.ins().splat(acc_vt, z);
                         for l in 0..present {
-                            let x = self.b.ins().load(types::F32, flags(), addr, ((v * LANES + l) * 4) as i32);
+                            let x = self.b.ins().load(acc_st, flags(), addr, ((v * LANES + l) * 4) as i32);
                             acc = self.b.ins().insertlane(acc, x, l as u8);
                         }
                         acc
@@ -292,23 +297,67 @@ impl<'k, 'f> Cg<'k, 'f> {
             for &ro in &row_off {
                 for s in 0..tile.ns {
                     let addr = self.elem_addr(0, ro, 4);
-                    init.push(self.b.ins().load(types::F32, flags(), addr, ((tile.nv * LANES + s) * 4) as i32));
+                    init.push(self.b.ins().load(acc_st, flags(), addr, ((tile.nv * LANES + s) * 4) as i32));
                 }
             }
         } else {
-            let z = self.b.ins().f32const(0.0);
-            let zv = self.b.ins().splat(types::F32X4, z);
+            let z = self.gemm_zero(int8);
+            let zv = self.b.ins().splat(acc_vt, z);
+            init.extend(vec![zv; n_vec]);
+            init.extend(vec![z; tile.rows * tile.ns]);
+        }
+        // A small tile (a matrix-vector product, a narrow tail) has too few accumulators to hide
+        // the add latency: the unrolled k steps then rotate over `sets` independent copies,
+        // summed after the loop.
+        let n_acc = init.len();
+        let sets = if n_acc < 6 { (8 / n_acc.max(1)).clamp(1, K_UNROLL as usize) } else { 1 };
+        for _ in 1..sets {
+            let z = self.gemm_zero(int8);
+            let zv = self.b.ins().splat(acc_vt, z);
             init.extend(vec![zv; n_vec]);
             init.extend(vec![z; tile.rows * tile.ns]);
         }
         init.push(a_ptr);
         init.push(b_ptr);
-        let klen = at.kb.len as i64;
+        // Steps of `unit` k (an 8-bit block's length is a multiple of 4).
+        let klen = (at.kb.len / unit) as i64;
         let k_main = (klen / K_UNROLL) * K_UNROLL;
         let step = |cg: &mut Self, carried: Vec<Value>, unroll: i64| -> Vec<Value> {
-            let (mut accs, ptrs) = (carried[..carried.len() - 2].to_vec(), &carried[carried.len() - 2..]);
+            let (mut all, ptrs) = (carried[..carried.len() - 2].to_vec(), &carried[carried.len() - 2..]);
             let (ap, bp) = (ptrs[0], ptrs[1]);
             for u in 0..unroll {
+                let set = if unroll == K_UNROLL { u as usize % sets } else { 0 };
+                if let GemmElem::Int8 { a_signed, b_signed } = g.elem {
+                    // Four k per step: B's vector v holds columns 4v..4v+4, four bytes each; A's
+                    // four bytes of row r are broadcast to every lane.
+                    let accs = &mut all[set * n_acc..(set + 1) * n_acc];
+                    let brow = (u * unit as i64 * b_t.rs) as i32;
+                    let bv: Vec<Value> = (0..tile.nv).map(|v| cg.b.ins().load(types::I8X16, vflags(), bp, brow + (v * 16) as i32)).collect();
+                    for r in 0..tile.rows {
+                        let a_off = (r as i64 * a_t.rs + u * unit as i64 * a_t.cs) as i32;
+                        if tile.nv > 0 {
+                            let a4 = cg.b.ins().load(types::I32, flags(), ap, a_off);
+                            let a4 = cg.b.ins().splat(types::I32X4, a4);
+                            let a4 = cg.b.ins().bitcast(types::I8X16, crate::codegen::bflags(), a4);
+                            for v in 0..tile.nv {
+                                let i = r * tile.nv + v;
+                                accs[i] = cg.dot4(accs[i], a4, a_signed, bv[v], b_signed);
+                            }
+                        }
+                        // Scalar columns (targets without SIMD): four widened byte products.
+                        for s in 0..tile.ns {
+                            let col = (tile.nv * LANES + s) as i32;
+                            let i = n_vec + r * tile.ns + s;
+                            for q in 0..4 {
+                                let a = cg.load_byte_i32(ap, a_off + q, a_signed);
+                                let b = cg.load_byte_i32(bp, brow + col * 4 + q, b_signed);
+                                let p = cg.b.ins().imul(a, b);
+                                accs[i] = cg.b.ins().iadd(accs[i], p);
+                            }
+                        }
+                    }
+                    continue;
+                }
                 // B row u of the tile: vectors, then scalar columns.
                 let brow = (u * b_t.rs * 4) as i32;
                 let bv: Vec<Value> = (0..tile.nv)
@@ -317,6 +366,7 @@ impl<'k, 'f> Cg<'k, 'f> {
                 let bs: Vec<Value> = (0..tile.ns)
                     .map(|s| cg.b.ins().load(types::F32, flags(), bp, brow + (((tile.nv * LANES + s) as i64 * b_t.cs) * 4) as i32))
                     .collect();
+                let accs = &mut all[set * n_acc..(set + 1) * n_acc];
                 for r in 0..tile.rows {
                     let a_off = ((r as i64 * a_t.rs + u * a_t.cs) * 4) as i32;
                     // A's element is broadcast to a vector either once per use (`vbroadcastss
@@ -349,11 +399,11 @@ impl<'k, 'f> Cg<'k, 'f> {
                     }
                 }
             }
-            let ap = cg.b.ins().iadd_imm_s(ap, unroll * a_t.cs * 4);
-            let bp = cg.b.ins().iadd_imm_s(bp, unroll * b_t.rs * 4);
-            accs.push(ap);
-            accs.push(bp);
-            accs
+            let ap = cg.b.ins().iadd_imm_s(ap, unroll * unit as i64 * a_t.cs * esize);
+            let bp = cg.b.ins().iadd_imm_s(bp, unroll * unit as i64 * b_t.rs * esize);
+            all.push(ap);
+            all.push(bp);
+            all
         };
         let mut carried = init;
         if k_main > 0 {
@@ -365,7 +415,14 @@ impl<'k, 'f> Cg<'k, 'f> {
         for _ in k_main..klen {
             carried = step(self, carried, 1);
         }
-        let accs = &carried[..carried.len() - 2];
+        let mut accs = carried[..n_acc].to_vec();
+        for set in 1..sets {
+            for (i, acc) in accs.iter_mut().enumerate() {
+                let other = carried[set * n_acc + i];
+                *acc = if int8 { self.b.ins().iadd(*acc, other) } else { self.b.ins().fadd(*acc, other) };
+            }
+        }
+        let accs = &accs;
         if !at.phase.finishes() {
             // Partial sums back to the output.
             for (r, &ro) in row_off.iter().enumerate() {
@@ -388,13 +445,16 @@ impl<'k, 'f> Cg<'k, 'f> {
             }
             return;
         }
-        // Epilogue and stores.
+        // Epilogue and stores: whole vectors of f32 or i32 results; other result types (an
+        // 8-bit requantised output) and a padded vector's existing columns lane by lane.
+        let out_ty = self.k.bufs[0].dtype;
+        let vector_store = matches!(out_ty, DType::F32 | DType::I32);
         for r in 0..tile.rows {
             let i = self.b.ins().iadd_imm_s(i0, r as i64);
             for v in 0..tile.nv {
                 let acc = accs[r * tile.nv + v];
                 let present = tile.valid.saturating_sub(v * LANES).min(LANES);
-                if present < LANES {
+                if present < LANES || !vector_store {
                     // Columns of a padded vector that exist: scalar epilogues.
                     for l in 0..present {
                         let col = v * LANES + l;
@@ -418,7 +478,7 @@ impl<'k, 'f> Cg<'k, 'f> {
                 self.vv = Some(jvar);
                 let acc_e = self.acc_expr();
                 self.memo.vector.insert(acc_e, VVal::V(acc));
-                let val = self.as_vector(g.epilogue, DType::F32);
+                let val = self.as_vector(g.epilogue, out_ty);
                 self.vv = None;
                 let idx = self.b.ins().iadd_imm_s(row_off[r], (v * LANES) as i64);
                 let addr = self.elem_addr(0, idx, 4);
@@ -437,6 +497,49 @@ impl<'k, 'f> Cg<'k, 'f> {
             }
         }
         self.memo = base_memo.clone();
+    }
+
+    /// The byte at `ptr + off` widened to i32.
+    fn load_byte_i32(&mut self, ptr: Value, off: i32, signed: bool) -> Value {
+        let x = self.b.ins().load(types::I8, flags(), ptr, off);
+        if signed {
+            self.b.ins().sextend(types::I32, x)
+        } else {
+            self.b.ins().uextend(types::I32, x)
+        }
+    }
+
+    fn gemm_zero(&mut self, int8: bool) -> Value {
+        if int8 {
+            self.b.ins().iconst(types::I32, 0)
+        } else {
+            self.b.ins().f32const(0.0)
+        }
+    }
+
+    /// `acc + dot4(a, b)` per i32 lane: the sums of the four byte products in each lane, as the
+    /// exact-i32 widening tree that Cranelift folds into one instruction where the target has
+    /// one (`vpdpbusd` for signed x unsigned with AVX-VNNI, `sdot`/`usdot` on aarch64).
+    fn dot4(&mut self, acc: Value, a: Value, a_signed: bool, b: Value, b_signed: bool) -> Value {
+        // Mixed signs: the operand order of the target's one-instruction pattern.
+        let swap = a_signed != b_signed && (a_signed == self.opts.dot_unsigned_first);
+        let ((x, xs), (y, ys)) = if swap { ((b, b_signed), (a, a_signed)) } else { ((a, a_signed), (b, b_signed)) };
+        let ins = |cg: &mut Self, v: Value, signed: bool, low: bool| match (signed, low) {
+            (true, true) => cg.b.ins().swiden_low(v),
+            (true, false) => cg.b.ins().swiden_high(v),
+            (false, true) => cg.b.ins().uwiden_low(v),
+            (false, false) => cg.b.ins().uwiden_high(v),
+        };
+        let (xl, yl) = (ins(self, x, xs, true), ins(self, y, ys, true));
+        let (xh, yh) = (ins(self, x, xs, false), ins(self, y, ys, false));
+        let lo = self.b.ins().imul(xl, yl);
+        let hi = self.b.ins().imul(xh, yh);
+        let (lo_l, lo_h) = (self.b.ins().swiden_low(lo), self.b.ins().swiden_high(lo));
+        let (hi_l, hi_h) = (self.b.ins().swiden_low(hi), self.b.ins().swiden_high(hi));
+        let pl = self.b.ins().iadd_pairwise(lo_l, lo_h);
+        let ph = self.b.ins().iadd_pairwise(hi_l, hi_h);
+        let t = self.b.ins().iadd_pairwise(pl, ph);
+        self.b.ins().iadd(t, acc)
     }
 
     fn fmadd(&mut self, a: Value, b: Value, c: Value) -> Value {

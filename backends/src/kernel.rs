@@ -196,7 +196,20 @@ pub struct Gemm {
     pub nr: usize,
     pub kc: usize,
     pub mc: usize,
+    pub elem: GemmElem,
     pub epilogue: E,
+}
+
+/// What a [`Gemm`] multiplies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmElem {
+    /// f32 operands and accumulators.
+    F32,
+    /// 8-bit integer operands (signed or not) with i32 accumulators, four `k` at a time by a
+    /// dot product (`vpdpbusd` with AVX-VNNI, `sdot`/`usdot` on aarch64). A is row-major bytes
+    /// with `k` padded to a multiple of 4; B is packed in panels of `nr` columns by groups of
+    /// four `k`: byte `(c / nr) * panel + (r / 4) * 4 * nr + (c % nr) * 4 + r % 4`.
+    Int8 { a_signed: bool, b_signed: bool },
 }
 
 /// Bytes of A kept in L2 per block and of B per L1 sliver (conservative for phone cores).
@@ -218,6 +231,9 @@ pub fn gemm_blocking(m: usize, k: usize, mr: usize) -> (usize, usize) {
     let mc = if m <= rows { m } else { (rows / mr).max(1) * mr };
     (kc, mc)
 }
+
+/// Estimated single-thread time below which a kernel runs on the calling thread only.
+pub const PARALLEL_MIN_NS: f64 = 20_000.0;
 
 /// A complete kernel.
 #[derive(Clone, Debug)]
@@ -273,6 +289,38 @@ impl Kernel {
     /// True when the outermost loop may be split across threads.
     pub fn parallel_safe(&self) -> bool {
         matches!(self.body, Body::Map { .. } | Body::Gemm(_)) && !self.bufs[0].dtype.is_packed()
+    }
+
+    /// A rough single-thread run time in nanoseconds: GEMM flops at ~40 GFLOP/s; otherwise
+    /// domain points times live expression nodes times the reduction extents, at ~4 per ns.
+    pub fn estimated_ns(&self) -> f64 {
+        if let Some((m, n, k, b)) = self.gemm_shape() {
+            return 2.0 * (m * n * k * b) as f64 / 40.0;
+        }
+        let mut live = vec![false; self.nodes.len()];
+        let mut stack = self.body.roots();
+        while let Some(e) = stack.pop() {
+            if !std::mem::replace(&mut live[e.0 as usize], true) {
+                stack.extend(self.operands(e));
+            }
+        }
+        let nodes = live.iter().filter(|&&l| l).count() as f64;
+        let reduce: f64 = self
+            .nodes
+            .iter()
+            .zip(&live)
+            .filter_map(|(n, &l)| match n {
+                Expr::Reduce { var, .. } if l => Some(self.extent(*var) as f64),
+                _ => None,
+            })
+            .product();
+        self.domain_size() as f64 * nodes * reduce / 4.0
+    }
+
+    /// Worth splitting across threads: parallel-safe, more than one outer iteration, and
+    /// enough work to repay waking the other threads (about [`PARALLEL_MIN_NS`]).
+    pub fn parallel_worthwhile(&self) -> bool {
+        self.parallel_safe() && self.outer_extent() >= 2 && self.estimated_ns() >= PARALLEL_MIN_NS
     }
 }
 
@@ -424,9 +472,14 @@ impl KernelBuilder {
         self.const_bits(ty, canonical_bits(ty, v as u64))
     }
 
-    /// The GEMM accumulator placeholder.
+    /// The GEMM accumulator placeholder (f32).
     pub fn acc(&mut self) -> E {
-        self.intern(Expr::Acc, DType::F32, None)
+        self.acc_of(DType::F32)
+    }
+
+    /// The GEMM accumulator placeholder of an integer (i32) or float (f32) GEMM.
+    pub fn acc_of(&mut self, ty: DType) -> E {
+        self.intern(Expr::Acc, ty, None)
     }
 
     pub fn var_expr(&mut self, v: Var) -> E {

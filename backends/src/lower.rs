@@ -13,7 +13,7 @@
 //! compile time.
 
 use crate::fusion::{gemm_eligible, FusionPlan};
-use crate::kernel::{gemm_blocking, raw_type, Body, Gemm, GemmOperand, Kernel, KernelBuilder, E};
+use crate::kernel::{gemm_blocking, raw_type, Body, Gemm, GemmElem, GemmOperand, Kernel, KernelBuilder, E};
 use crate::math;
 use odc_ir::{Bytes, DType, Graph, IrError, NodeId, Op, OpFamily, PadMode, ReduceOp, ScatterReduction, Tensor};
 use std::collections::{HashMap, HashSet};
@@ -162,8 +162,77 @@ pub fn lower(g: &Graph, plan: &FusionPlan, opts: &LowerOptions) -> Result<Progra
         st.copy_into(p.node, out, &format!("copy_{}", p.name))?;
     }
     let mut prog = st.prog;
+    remove_dead_steps(&mut prog);
     plan_arena(&mut prog);
     Ok(prog)
+}
+
+/// Drop steps whose results nothing reads: a node materialised in the plan whose only reader
+/// took another route (an int8 GEMM reads the bytes under a cast, a Winograd convolution reads
+/// the source of a pad). A buffer is live if it is an output or a live step reads it; every step
+/// writing a live buffer is live.
+fn remove_dead_steps(prog: &mut Program) {
+    let mut live_buf = vec![false; prog.buffers.len()];
+    for (b, buf) in prog.buffers.iter().enumerate() {
+        live_buf[b] = matches!(buf.kind, BufferKind::Output(_));
+    }
+    let mut live_step = vec![false; prog.steps.len()];
+    for (i, step) in prog.steps.iter().enumerate().rev() {
+        if live_buf[step.args[0]] {
+            live_step[i] = true;
+            for &b in &step.args {
+                live_buf[b] = true;
+            }
+        }
+    }
+    // A buffer found live late (read by an earlier-visited reader) keeps all its writers.
+    for (i, step) in prog.steps.iter().enumerate() {
+        if live_buf[step.args[0]] {
+            live_step[i] = true;
+        }
+    }
+    let mut keep = live_step.into_iter();
+    prog.steps.retain(|_| keep.next().unwrap_or(true));
+    let used: HashSet<usize> = prog.steps.iter().map(|s| s.kernel).collect();
+    if used.len() < prog.kernels.len() {
+        let mut remap = vec![usize::MAX; prog.kernels.len()];
+        let mut kernels = vec![];
+        for (k, kernel) in std::mem::take(&mut prog.kernels).into_iter().enumerate() {
+            if used.contains(&k) {
+                remap[k] = kernels.len();
+                kernels.push(kernel);
+            }
+        }
+        prog.kernels = kernels;
+        for s in &mut prog.steps {
+            s.kernel = remap[s.kernel];
+        }
+    }
+    // Weights only dead steps read are not emitted.
+    let read: HashSet<usize> = prog.steps.iter().flat_map(|s| s.args.iter().copied()).collect();
+    let mut used_w = vec![false; prog.weights.len()];
+    for (b, buf) in prog.buffers.iter().enumerate() {
+        if let BufferKind::Weight(w) = buf.kind {
+            used_w[w] |= read.contains(&b);
+        }
+    }
+    if used_w.iter().any(|u| !u) {
+        let mut remap = vec![usize::MAX; prog.weights.len()];
+        let mut weights = vec![];
+        for (w, t) in std::mem::take(&mut prog.weights).into_iter().enumerate() {
+            if used_w[w] {
+                remap[w] = weights.len();
+                weights.push(t);
+            }
+        }
+        prog.weights = weights;
+        for buf in &mut prog.buffers {
+            if let BufferKind::Weight(w) = buf.kind {
+                // A buffer of a dropped weight is read by no step; point it at nothing real.
+                buf.kind = if remap[w] == usize::MAX { BufferKind::Temp { offset: 0 } } else { BufferKind::Weight(remap[w]) };
+            }
+        }
+    }
 }
 
 /// Pads read by a convolution or a window: copied once into a padded buffer, so the windowed
@@ -356,6 +425,9 @@ impl<'g> LowerState<'g> {
         let g = self.g;
         let (mr, nr) = (self.opts.gemm_mr, self.opts.gemm_nr);
         let ops = g.operands(c);
+        if let Some((a8, b8)) = crate::fusion::int8_matmul(g, c) {
+            return self.lower_int8_matmul(c, root, out, name, a8, b8);
+        }
         match g.node(c).op.clone() {
             Op::MatMul => {
                 let (ash, bsh) = (g.ty(ops[0]).shape.clone(), g.ty(ops[1]).shape.clone());
@@ -391,7 +463,7 @@ impl<'g> LowerState<'g> {
                 };
                 let epilogue = kl.epilogue(root, &idx)?;
                 let (kc, mc) = gemm_blocking(m, k, mr);
-                let (kern, args) = kl.finish(name.to_string(), vars, Body::Gemm(Gemm { m, n, k, a, b, mr, nr, kc, mc, epilogue }));
+                let (kern, args) = kl.finish(name.to_string(), vars, Body::Gemm(Gemm { m, n, k, a, b, mr, nr, kc, mc, elem: GemmElem::F32, epilogue }));
                 self.push_kernel(kern, args);
             }
             Op::Conv(_) if winograd::eligible(g, c) => self.lower_winograd(c, root, out, name)?,
@@ -458,11 +530,56 @@ impl<'g> LowerState<'g> {
                 let epilogue = kl.epilogue(root, &ridx)?;
                 let (kc, mc) = gemm_blocking(mg, kk, mr);
                 let (kern, args) =
-                    kl.finish(name.to_string(), vars, Body::Gemm(Gemm { m: mg, n: p, k: kk, a, b, mr, nr, kc, mc, epilogue }));
+                    kl.finish(name.to_string(), vars, Body::Gemm(Gemm { m: mg, n: p, k: kk, a, b, mr, nr, kc, mc, elem: GemmElem::F32, epilogue }));
                 self.push_kernel(kern, args);
             }
             other => return Err(IrError::new(format!("{} is not a contraction", other.name()))),
         }
+        Ok(())
+    }
+
+    /// An i32 MatMul of 8-bit operands as an int8 dot-product GEMM: A's bytes read row-major
+    /// (copied with `k` padded to a multiple of 4 when needed), B's packed at compile time.
+    #[allow(clippy::too_many_arguments)]
+    fn lower_int8_matmul(&mut self, c: NodeId, root: NodeId, out: usize, name: &str, a8: (NodeId, bool), b8: (NodeId, bool)) -> Result<(), IrError> {
+        let g = self.g;
+        let (mr, nr) = (self.opts.gemm_mr, self.opts.gemm_nr);
+        let (ash, bsh, osh) = (g.ty(a8.0).shape.clone(), g.ty(b8.0).shape.clone(), g.ty(c).shape.clone());
+        let r = osh.len();
+        let (m, n, k) = (osh[r - 2], osh[r - 1], ash[ash.len() - 1]);
+        let k4 = k.div_ceil(4) * 4;
+        // A: dense bytes, rows padded to k4.
+        let a_buf = if k4 == k {
+            self.dense_buffer(a8.0)?
+        } else {
+            let mut padded = ash.clone();
+            *padded.last_mut().expect("rank >= 2") = k4;
+            let ty = odc_ir::TensorType::new(g.ty(a8.0).dtype, padded);
+            let b = self.new_buffer(BufferKind::Temp { offset: 0 }, ty.dtype, ty.num_elements(), &format!("{name}_a8"));
+            self.write_padded(a8.0, b, &ty, &vec![0; ash.len()], odc_ir::Scalar::I64(0), &format!("{name}_a8"))?;
+            b
+        };
+        // B: the constant's values as bytes in the dot-product panel layout.
+        let Op::Constant(bt) = &g.node(b8.0).op else { unreachable!("int8_matmul checks B is constant") };
+        let packed = pack_b_int8(bt, b8.1, nr)?;
+        let b_buf = self.add_weight(packed, &format!("{}_int8", g.node(b8.0).name));
+        let mut kl = KernelLowering::new(self, Some(root), out);
+        kl.acc_node = Some(c);
+        let acc = kl.kb.acc_of(DType::I32);
+        kl.acc_value = Some(acc);
+        let (vars, idx) = kl.gemm_domain(&osh);
+        let a_base = batch_offset(&mut kl.kb, &idx[..r - 2], &ash[..ash.len() - 2], (m * k4) as i64);
+        let panel = (k4 * nr) as i64;
+        let b_base = batch_offset(&mut kl.kb, &idx[..r - 2], &bsh[..bsh.len() - 2], n.div_ceil(nr) as i64 * panel);
+        let a = GemmOperand { buf: kl.slot(a_buf), base: a_base, row_stride: k4 as i64, col_stride: 1, panel: None, padded_cols: false };
+        let b = GemmOperand { buf: kl.slot(b_buf), base: b_base, row_stride: nr as i64, col_stride: 1, panel: Some(panel), padded_cols: true };
+        let epilogue = kl.epilogue(root, &idx)?;
+        // No k blocking: partial sums would need an i32 output.
+        let (_, mc) = gemm_blocking(m, k4, mr);
+        let elem = GemmElem::Int8 { a_signed: a8.1, b_signed: b8.1 };
+        let gemm = Gemm { m, n, k: k4, a, b, mr, nr, kc: k4, mc, elem, epilogue };
+        let (kern, args) = kl.finish(name.to_string(), vars, Body::Gemm(gemm));
+        self.push_kernel(kern, args);
         Ok(())
     }
 
@@ -560,6 +677,29 @@ fn pack_b(t: &Tensor, nr: usize) -> Result<Tensor, IrError> {
         }
     }
     Ok(tensor_of(out))
+}
+
+/// Pack 8-bit matmul weights `[batch..][k][n]` (held as i8, u8 or byte-range i32) into
+/// `[batch..][ceil(n/nr)][ceil(k/4)][nr][4]` bytes, zero-padded: four consecutive `k` of a column
+/// side by side, the operand layout of the dot-product instructions.
+fn pack_b_int8(t: &Tensor, signed: bool, nr: usize) -> Result<Tensor, IrError> {
+    let r = t.shape.len();
+    let (k, n) = (t.shape[r - 2], t.shape[r - 1]);
+    let batch: usize = t.shape[..r - 2].iter().product();
+    let values: Vec<i64> = (0..t.num_elements()).map(|i| t.get_i64(i)).collect::<Result<_, _>>()?;
+    let (panels, quads) = (n.div_ceil(nr), k.div_ceil(4));
+    let mut out = vec![0u8; batch * panels * quads * nr * 4];
+    for b in 0..batch {
+        for kk in 0..k {
+            for j in 0..n {
+                let v = values[(b * k + kk) * n + j];
+                let byte = if signed { v as i8 as u8 } else { v as u8 };
+                out[(((b * panels + j / nr) * quads + kk / 4) * nr + j % nr) * 4 + kk % 4] = byte;
+            }
+        }
+    }
+    let dtype = if signed { DType::I8 } else { DType::U8 };
+    Tensor::new(dtype, vec![out.len()], Bytes::from_vec(out))
 }
 
 /// Builds one kernel: owns the expression builder and the buffer-slot table.

@@ -116,7 +116,8 @@ pub fn options_for(isa: &dyn TargetIsa) -> CodegenOptions {
     let gemm_fma = has_fma && !x86;
     let gemm_shared_broadcast_rows = if x86 { 1 } else { usize::MAX };
     let native_fminmax = !x86;
-    CodegenOptions { vectorize, has_fma, native_rounding, gemm_fma, gemm_shared_broadcast_rows, native_fminmax }
+    let dot_unsigned_first = matches!(isa.triple().architecture, target_lexicon::Architecture::Aarch64(_));
+    CodegenOptions { vectorize, has_fma, native_rounding, gemm_fma, gemm_shared_broadcast_rows, native_fminmax, dot_unsigned_first }
 }
 
 /// Lowering choices that depend on the target: the GEMM register tile (`mr` rows of A broadcast,
@@ -457,7 +458,7 @@ fn define_run<M: Module>(
             let hi = b.ins().iconst(types::I64, extent);
             let done = b.create_block();
             let st = b.append_block_param(done, types::I32);
-            if k.parallel_safe() && extent >= 2 {
+            if k.parallel_worthwhile() {
                 let par = b.create_block();
                 let seq = b.create_block();
                 let has_pf = b.ins().icmp_imm_s(IntCC::NotEqual, pf, 0);

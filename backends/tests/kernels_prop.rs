@@ -287,3 +287,48 @@ fn winograd_is_used_for_eligible_convolutions() {
     let names: Vec<&str> = prog.kernels.iter().map(|k| k.name.as_str()).collect();
     assert!(names.iter().any(|n| n.ends_with("winograd_gemm")), "{names:?}");
 }
+
+fn bytes_tensor(dtype: DType, shape: Vec<usize>, v: &[i64]) -> Tensor {
+    let b: Vec<u8> = v.iter().map(|&x| x as u8).collect();
+    Tensor::new(dtype, shape, odc_ir::Bytes::from_vec(b)).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// i32 products of 8-bit operands (A an input, B constant) run as the int8 dot-product GEMM:
+    /// every signedness pair with a signed side, `k` not a multiple of 4, row and column tails,
+    /// batches, and an epilogue that dequantises to f32.
+    #[test]
+    fn int8_matmul(m in 1usize..15, k in 1usize..40, n in 1usize..21, batch in 1usize..3, signs in 0u8..3) {
+        let (a_signed, b_signed) = [(false, true), (true, false), (true, true)][signs as usize];
+        let (adt, bdt) = (if a_signed { DType::I8 } else { DType::U8 }, if b_signed { DType::I8 } else { DType::U8 });
+        let val = |signed: bool, i: usize, seed: usize| -> i64 {
+            let x = ((i * 2654435761 + seed * 97) >> 7) % 256;
+            if signed { x as i64 - 128 } else { x as i64 }
+        };
+        let av: Vec<i64> = (0..batch * m * k).map(|i| val(a_signed, i, 1)).collect();
+        let bv: Vec<i64> = (0..k * n).map(|i| val(b_signed, i, 2)).collect();
+        let mut g = Graph::new();
+        let a = g.add_input("a", TensorType::new(adt, vec![batch, m, k]));
+        let b = g.constant(bytes_tensor(bdt, vec![k, n], &bv), "b");
+        let ai = g.add(Op::Cast { to: DType::I32, saturate: false }, &[a], "ai").unwrap();
+        let bi = g.add(Op::Cast { to: DType::I32, saturate: false }, &[b], "bi").unwrap();
+        let p = g.add(Op::MatMul, &[ai, bi], "p").unwrap();
+        let pf = g.add(Op::Cast { to: DType::F32, saturate: false }, &[p], "pf").unwrap();
+        let s = g.constant(Tensor::from_f32(vec![], &[0.5]), "scale");
+        let y = g.add(Op::Binary(BinaryOp::Mul), &[pf, s], "y").unwrap();
+        g.set_output("y", y);
+        let plan = odc_backends::fusion::greedy(&g);
+        let prog = lower(&g, &plan, &odc_backends::LowerOptions::default()).unwrap();
+        prop_assert!(prog.kernels.iter().any(|k| matches!(&k.body, odc_backends::kernel::Body::Gemm(gm) if gm.elem != odc_backends::kernel::GemmElem::F32)));
+        let jit = JitProgram::compile(prog, OptLevel::Speed).unwrap();
+        let ab: Vec<u8> = av.iter().map(|&x| x as u8).collect();
+        let out = jit.run(&[&ab]).unwrap().remove(0);
+        let got: Vec<f32> = out.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        for t in 0..batch { for i in 0..m { for j in 0..n {
+            let dot: i64 = (0..k).map(|p| av[(t * m + i) * k + p] * bv[p * n + j]).sum();
+            prop_assert_eq!(got[(t * m + i) * n + j], dot as f32 * 0.5, "({}, {}, {})", t, i, j);
+        }}}
+    }
+}

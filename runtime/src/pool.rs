@@ -1,27 +1,36 @@
 //! A small persistent thread pool that backs the modules' `parallel_for` callback.
 //!
-//! One job at a time: the caller publishes a kernel, its argument table and a range; every
-//! worker and the caller take chunks from a shared counter until none are left; the caller
-//! waits for all of them before returning (so the argument table outlives the job).
+//! One job at a time: the caller publishes a kernel, its argument table and a range split into
+//! chunks; the workers and the caller claim chunks until none are left, and the caller returns
+//! once every chunk has *finished* (so the argument table outlives the job). Chunk claims carry
+//! the job's generation, so a worker that wakes late cannot take a chunk of a later job, and
+//! the caller never waits for a worker that claimed nothing: on a busy machine a descheduled
+//! worker costs nothing, the caller runs its share.
+//!
+//! Kernels are short and come back to back, so a worker first polls for the next job (with
+//! [`SPIN`] polls, yielding its core now and then) before it blocks on a condition variable.
 
 use crate::abi::KernelFn;
 use core::ffi::c_void;
-use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+
+/// Polls for a new job before a worker blocks; every [`YIELD_EVERY`]th poll yields the core.
+const SPIN: u32 = 4_000;
+const YIELD_EVERY: u32 = 64;
 
 #[derive(Clone, Copy)]
 struct Job {
     kernel: KernelFn,
     args: usize,
     n: i64,
-    chunks: i64,
+    chunks: u64,
+    generation: u64,
 }
 
 struct Ctl {
-    generation: u64,
     job: Option<Job>,
-    busy: usize,
     shutdown: bool,
 }
 
@@ -29,7 +38,12 @@ struct Shared {
     ctl: Mutex<Ctl>,
     work: Condvar,
     done: Condvar,
-    next: AtomicI64,
+    /// Bumped (under `ctl`) when a job is published or at shutdown.
+    generation: AtomicU64,
+    /// `generation << 32 | next unclaimed chunk`.
+    claim: AtomicU64,
+    /// Chunks of the current job that have finished.
+    finished: AtomicU64,
     status: AtomicI32,
 }
 
@@ -41,19 +55,66 @@ pub struct ThreadPool {
     gate: Mutex<()>,
 }
 
+/// Claim and run chunks of `job` until none are left (or a newer job replaced it).
 fn run_chunks(s: &Shared, job: Job) {
     loop {
-        let c = s.next.fetch_add(1, Ordering::Relaxed);
-        if c >= job.chunks {
-            break;
+        let cur = s.claim.load(Ordering::Acquire);
+        let (generation, c) = (cur >> 32, cur & 0xffff_ffff);
+        if generation != job.generation & 0xffff_ffff || c >= job.chunks {
+            return;
         }
-        let lo = job.n * c / job.chunks;
-        let hi = job.n * (c + 1) / job.chunks;
+        if s.claim.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            continue;
+        }
+        let (n, chunks, c) = (job.n, job.chunks as i64, c as i64);
+        let (lo, hi) = (n * c / chunks, n * (c + 1) / chunks);
         // SAFETY: the caller of `parallel_for` guarantees the kernel and arguments are valid
         // for the whole range and waits until every chunk has finished.
         let st = unsafe { (job.kernel)(job.args as *const *mut u8, lo, hi) };
         if st != 0 {
             let _ = s.status.compare_exchange(0, st, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        if s.finished.fetch_add(1, Ordering::AcqRel) + 1 == job.chunks {
+            // The caller may be blocked on `done`: take the lock so the wake-up is not lost.
+            let _c = s.ctl.lock().expect("pool lock");
+            s.done.notify_all();
+        }
+    }
+}
+
+/// Poll `ready` up to [`SPIN`] times, yielding the core every [`YIELD_EVERY`] polls.
+fn spin_until(ready: impl Fn() -> bool) -> bool {
+    for i in 1..=SPIN {
+        if ready() {
+            return true;
+        }
+        if i % YIELD_EVERY == 0 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    ready()
+}
+
+/// A worker: wait (polling, then blocking) for each new generation and help with its job.
+fn worker(s: &Shared) {
+    let mut seen = 0u64;
+    loop {
+        spin_until(|| s.generation.load(Ordering::Acquire) != seen);
+        let job = {
+            let mut c = s.ctl.lock().expect("pool lock");
+            while s.generation.load(Ordering::Acquire) == seen && !c.shutdown {
+                c = s.work.wait(c).expect("pool wait");
+            }
+            if c.shutdown {
+                return;
+            }
+            seen = s.generation.load(Ordering::Acquire);
+            c.job
+        };
+        if let Some(job) = job.filter(|j| j.generation == seen) {
+            run_chunks(s, job);
         }
     }
 }
@@ -62,40 +123,18 @@ impl ThreadPool {
     /// A pool where `threads` threads (including the caller) share each loop.
     pub fn new(threads: usize) -> ThreadPool {
         let shared = Arc::new(Shared {
-            ctl: Mutex::new(Ctl { generation: 0, job: None, busy: 0, shutdown: false }),
+            ctl: Mutex::new(Ctl { job: None, shutdown: false }),
             work: Condvar::new(),
             done: Condvar::new(),
-            next: AtomicI64::new(0),
+            generation: AtomicU64::new(0),
+            claim: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
             status: AtomicI32::new(0),
         });
         let workers = (1..threads.max(1))
             .map(|i| {
                 let s = shared.clone();
-                std::thread::Builder::new()
-                    .name(format!("odc-worker-{i}"))
-                    .spawn(move || {
-                        let mut seen = 0u64;
-                        loop {
-                            let job = {
-                                let mut c = s.ctl.lock().expect("pool lock");
-                                while c.generation == seen && !c.shutdown {
-                                    c = s.work.wait(c).expect("pool wait");
-                                }
-                                if c.shutdown {
-                                    return;
-                                }
-                                seen = c.generation;
-                                c.job.expect("published job")
-                            };
-                            run_chunks(&s, job);
-                            let mut c = s.ctl.lock().expect("pool lock");
-                            c.busy -= 1;
-                            if c.busy == 0 {
-                                s.done.notify_all();
-                            }
-                        }
-                    })
-                    .expect("spawn worker")
+                std::thread::Builder::new().name(format!("odc-worker-{i}")).spawn(move || worker(&s)).expect("spawn worker")
             })
             .collect();
         ThreadPool { shared, workers, gate: Mutex::new(()) }
@@ -117,21 +156,26 @@ impl ThreadPool {
         }
         let _g = self.gate.lock().expect("pool gate");
         let s = &*self.shared;
-        let chunks = n.min(self.threads() as i64 * 4);
-        let job = Job { kernel, args: args as usize, n, chunks };
-        s.next.store(0, Ordering::Relaxed);
+        let chunks = n.min(self.threads() as i64 * 4) as u64;
         s.status.store(0, Ordering::Relaxed);
-        {
+        s.finished.store(0, Ordering::Relaxed);
+        let job = {
             let mut c = s.ctl.lock().expect("pool lock");
-            c.generation += 1;
+            let generation = s.generation.load(Ordering::Relaxed) + 1;
+            let job = Job { kernel, args: args as usize, n, chunks, generation };
             c.job = Some(job);
-            c.busy = self.workers.len();
+            s.claim.store((generation & 0xffff_ffff) << 32, Ordering::Release);
+            s.generation.store(generation, Ordering::Release);
             s.work.notify_all();
-        }
+            job
+        };
         run_chunks(s, job);
-        let mut c = s.ctl.lock().expect("pool lock");
-        while c.busy > 0 {
-            c = s.done.wait(c).expect("pool wait");
+        let all_done = || s.finished.load(Ordering::Acquire) == chunks;
+        if !spin_until(all_done) {
+            let mut c = s.ctl.lock().expect("pool lock");
+            while !all_done() {
+                c = s.done.wait(c).expect("pool wait");
+            }
         }
         s.status.load(Ordering::Relaxed)
     }
@@ -139,7 +183,11 @@ impl ThreadPool {
 
 impl Drop for ThreadPool {
     fn drop(&mut self) {
-        self.shared.ctl.lock().expect("pool lock").shutdown = true;
+        {
+            let mut c = self.shared.ctl.lock().expect("pool lock");
+            c.shutdown = true;
+            self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        }
         self.shared.work.notify_all();
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -169,6 +217,28 @@ mod tests {
             3
         } else {
             0
+        }
+    }
+
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+
+    unsafe extern "C" fn count_range(_args: *const *mut u8, lo: i64, hi: i64) -> i32 {
+        RUNS.fetch_add((hi - lo) as u64, Ordering::Relaxed);
+        0
+    }
+
+    /// Many short jobs back to back, more threads than cores: every index of every job runs
+    /// exactly once, and no late worker runs a chunk of a finished job.
+    #[test]
+    fn back_to_back_jobs_with_oversubscription() {
+        let pool = ThreadPool::new(4);
+        let mut want = 0u64;
+        for i in 0..5_000i64 {
+            let n = 2 + i % 37;
+            want += n as u64;
+            let st = unsafe { pool.parallel_for(count_range, std::ptr::null(), n) };
+            assert_eq!(st, 0);
+            assert_eq!(RUNS.load(Ordering::Relaxed), want, "after job {i}");
         }
     }
 

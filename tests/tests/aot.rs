@@ -17,8 +17,11 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+/// A fresh scratch directory; unique per call, since tests run concurrently.
 fn work(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("odc-aot-{}-{name}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("odc-aot-{}-{k}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -59,8 +62,12 @@ fn options(m: &ModelCase) -> CompileOptions {
 }
 
 fn compile(m: &ModelCase, target: &str, emit: &[Emit], weights: WeightsPlacement, out: &Path) -> Vec<PathBuf> {
+    compile_with(m, target, &[], emit, weights, out)
+}
+
+fn compile_with(m: &ModelCase, target: &str, features: &[&str], emit: &[Emit], weights: WeightsPlacement, out: &Path) -> Vec<PathBuf> {
     let req = AotRequest {
-        target: TargetSpec { triple: Some(target.into()), cpu: None, features: vec![] },
+        target: TargetSpec { triple: Some(target.into()), cpu: None, features: features.iter().map(|f| f.to_string()).collect() },
         prefix: Some("model".into()),
         emit: emit.to_vec(),
         weights,
@@ -118,8 +125,13 @@ fn objects_match_their_target_and_have_no_undefined_symbols() {
 
 /// Link the generic harness for `target` with the module and run it (under qemu when foreign).
 fn run_harness(m: &ModelCase, target: &str, cc: &str, weights: WeightsPlacement) -> Vec<Vec<u8>> {
-    let d = work(&format!("run-{target}-{}", m.path.file_stem().unwrap().to_string_lossy()));
-    compile(m, target, &[Emit::Obj, Emit::Header], weights, &d);
+    run_harness_with(m, target, &[], cc, weights).0
+}
+
+/// [`run_harness`] with target features; also returns the work directory (holding model.o).
+fn run_harness_with(m: &ModelCase, target: &str, features: &[&str], cc: &str, weights: WeightsPlacement) -> (Vec<Vec<u8>>, PathBuf) {
+    let d = work(&format!("run-{target}-{}{}", m.path.file_stem().unwrap().to_string_lossy(), features.join("")));
+    compile_with(m, target, features, &[Emit::Obj, Emit::Header], weights, &d);
     let exe = d.join("harness");
     let mut link = Command::new(cc);
     link.args(["-O1", "-DODC_PREFIX=model", "-include"]).arg(d.join("model.h")).arg(root().join("tests/harness/odc_harness.c")).arg(d.join("model.o")).arg("-o").arg(&exe);
@@ -146,7 +158,32 @@ fn run_harness(m: &ModelCase, target: &str, cc: &str, weights: WeightsPlacement)
     }
     let o = tool(run.args(&args));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "status 0");
-    outs.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    (outs.iter().map(|p| std::fs::read(p).unwrap()).collect(), d)
+}
+
+fn qlinear_matmul() -> ModelCase {
+    let dir = root().join("cli/tests/fixtures");
+    let t = odc::npy::read(&dir.join("qlinear_matmul_a.npy")).unwrap();
+    ModelCase { path: dir.join("qlinear_matmul.onnx"), shapes: vec![("a".into(), t.shape.clone())], inputs: vec![t.data] }
+}
+
+/// The int8 dot-product GEMM of a quantised matrix product: aarch64 with +dotprod,+i8mm folds it
+/// into `usdot` (checked in the object's disassembly), and every target's module, run under
+/// qemu where foreign, gives exactly the host JIT's bytes.
+#[test]
+fn int8_gemm_uses_dot_instructions_and_matches_everywhere() {
+    let m = qlinear_matmul();
+    let want = jit_outputs(&m);
+    for (target, features, cc) in
+        [("x86_64", &[][..], "cc"), ("aarch64", &["+dotprod", "+i8mm"][..], "aarch64-linux-gnu-gcc"), ("aarch64", &[][..], "aarch64-linux-gnu-gcc"), ("riscv64", &[][..], "riscv64-linux-gnu-gcc")]
+    {
+        let (got, dir) = run_harness_with(&m, target, features, cc, WeightsPlacement::Auto);
+        assert_eq!(got, want, "{target} {features:?}");
+        if !features.is_empty() {
+            let dis = String::from_utf8(tool(Command::new("aarch64-linux-gnu-objdump").arg("-d").arg(dir.join("model.o"))).stdout).unwrap();
+            assert!(dis.contains("usdot"), "no usdot in the aarch64 +i8mm object");
+        }
+    }
 }
 
 #[test]

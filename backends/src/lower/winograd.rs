@@ -15,7 +15,7 @@
 //! adds), so they cost a few adds per element next to the GEMM's `2 * Co` flops.
 
 use super::{gemm_blocking, pack_a, BufferKind, KernelLowering, LowerState};
-use crate::kernel::{Body, Gemm, GemmOperand, KernelBuilder, Store, E};
+use crate::kernel::{Body, Gemm, GemmElem, GemmOperand, KernelBuilder, Store, E};
 use odc_ir::{DType, Graph, IrError, NodeId, Op, PadMode, Scalar, Tensor, TensorType};
 
 /// Input tile side, output tile side.
@@ -207,7 +207,7 @@ impl<'g> LowerState<'g> {
             let b = GemmOperand { buf: kl.slot(v_buf), base: b_base, row_stride: tiles as i64, col_stride: 1, panel: None, padded_cols: false };
             let epilogue = kl.kb.acc();
             let (kc, mc) = gemm_blocking(co, ci, mr);
-            let gemm = Gemm { m: co, n: tiles, k: ci, a, b, mr, nr, kc, mc, epilogue };
+            let gemm = Gemm { m: co, n: tiles, k: ci, a, b, mr, nr, kc, mc, elem: GemmElem::F32, epilogue };
             let (k, args) = kl.finish(format!("{name}_winograd_gemm"), vars, Body::Gemm(gemm));
             self.push_kernel(k, args);
         }

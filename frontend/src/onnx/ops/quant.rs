@@ -182,13 +182,58 @@ fn center_i32(b: &mut Builder, x: NodeId, zp: Option<NodeId>, axis: Option<usize
     Ok(b.sub(xi, zb)?)
 }
 
+/// A zero point as an i32 operand broadcasting against `[.., M, N]`: a scalar, or a vector along
+/// the rows (`M`, for A's) or the columns (`N`, for B's).
+fn zero_point_i32(b: &mut Builder, z: NodeId, rows: bool) -> Result<NodeId, FrontendError> {
+    let zi = b.cast(z, DType::I32)?;
+    let n = b.ty(zi).num_elements();
+    Ok(if n == 1 {
+        b.reshape(zi, &[])?
+    } else if rows {
+        b.reshape(zi, &[n, 1])?
+    } else {
+        b.reshape(zi, &[n])?
+    })
+}
+
+/// `(a - za) @ (b - zb)` in i32, expanded as `a@b - rowsum(a)*zb - za*colsum(b) + k*za*zb` so
+/// the product multiplies the 8-bit values themselves (the int8 dot-product GEMM); the
+/// corrections are cheap reductions that fuse into its epilogue.
+fn matmul_zero_points(b: &mut Builder, a: NodeId, za: Option<NodeId>, bb: NodeId, zb: Option<NodeId>) -> Result<NodeId, FrontendError> {
+    let (ai, bi) = (b.cast(a, DType::I32)?, b.cast(bb, DType::I32)?);
+    let (ra, rb) = (b.rank(ai), b.rank(bi));
+    if ra < 2 || rb < 2 {
+        // Vector operands: subtract the zero points first (no GEMM to keep 8-bit).
+        let ac = center_i32(b, a, za, Some(ra.saturating_sub(2)))?;
+        let bc = center_i32(b, bb, zb, Some(rb.saturating_sub(1)))?;
+        return Ok(b.matmul(ac, bc)?);
+    }
+    let k = b.shape(ai)[ra - 1];
+    let mut y = b.matmul(ai, bi)?;
+    let za = za.map(|z| zero_point_i32(b, z, true)).transpose()?;
+    let zb = zb.map(|z| zero_point_i32(b, z, false)).transpose()?;
+    if let Some(zb) = zb {
+        let rows = b.reduce(ReduceOp::Sum, ai, &[ra - 1], true)?;
+        let t = b.mul(rows, zb)?;
+        y = b.sub(y, t)?;
+    }
+    if let Some(za) = za {
+        let cols = b.reduce(ReduceOp::Sum, bi, &[rb - 2], true)?;
+        let t = b.mul(za, cols)?;
+        y = b.sub(y, t)?;
+    }
+    if let (Some(za), Some(zb)) = (za, zb) {
+        let zz = b.mul(za, zb)?;
+        let kk = b.scalar(DType::I32, k as f64)?;
+        let t = b.mul(zz, kk)?;
+        y = b.add2(y, t)?;
+    }
+    Ok(y)
+}
+
 pub fn matmul_integer(imp: &mut Importer, n: &NodeCtx) -> R {
     let (a, bb) = (n.input(0)?, n.input(1)?);
-    let b = &mut imp.b;
-    let (ra, rb) = (b.rank(a), b.rank(bb));
-    let ai = center_i32(b, a, n.opt_input(2), Some(ra.saturating_sub(2)))?;
-    let bi = center_i32(b, bb, n.opt_input(3), Some(rb - 1))?;
-    one(b.matmul(ai, bi)?)
+    one(matmul_zero_points(&mut imp.b, a, n.opt_input(2), bb, n.opt_input(3))?)
 }
 
 pub fn qlinear_matmul(imp: &mut Importer, n: &NodeCtx) -> R {
@@ -197,9 +242,7 @@ pub fn qlinear_matmul(imp: &mut Importer, n: &NodeCtx) -> R {
     let (y_s, y_z) = (n.input(6)?, n.input(7)?);
     let b = &mut imp.b;
     let (ra, rb) = (b.rank(a), b.rank(bb));
-    let ai = center_i32(b, a, Some(a_z), Some(ra.saturating_sub(2)))?;
-    let bi = center_i32(b, bb, Some(b_z), Some(rb - 1))?;
-    let acc = b.matmul(ai, bi)?;
+    let acc = matmul_zero_points(b, a, Some(a_z), bb, Some(b_z))?;
     let accf = b.cast(acc, DType::F32)?;
     let sa = b.cast(a_s, DType::F32)?;
     let sb = b.cast(b_s, DType::F32)?;
