@@ -279,6 +279,69 @@ impl Kernel {
     pub fn operands(&self, e: E) -> Vec<E> {
         operands(self.node(e))
     }
+    /// `e` as `sum(coef * var) + constant` when it is built from vars, integer constants, adds,
+    /// subtracts and constant multiples.
+    fn linear_form(&self, e: E) -> Option<(std::collections::BTreeMap<u32, i64>, i64)> {
+        match *self.node(e) {
+            Expr::Var(v) => Some((std::iter::once((v.0, 1)).collect(), 0)),
+            Expr::Const(t, bits) if !t.is_float() && t != DType::Bool => Some((Default::default(), int_value(t, bits))),
+            Expr::Binary(op @ (KBinary::Add | KBinary::Sub), a, b) => {
+                let (mut la, ka) = self.linear_form(a)?;
+                let (lb, kb) = self.linear_form(b)?;
+                let s = if op == KBinary::Add { 1 } else { -1 };
+                for (v, c) in lb {
+                    *la.entry(v).or_insert(0) += s * c;
+                }
+                la.retain(|_, c| *c != 0);
+                Some((la, ka + s * kb))
+            }
+            Expr::Binary(KBinary::Mul, a, b) => {
+                let (la, ka) = self.linear_form(a)?;
+                let (lb, kb) = self.linear_form(b)?;
+                let (l, k, c) = if la.is_empty() { (lb, kb, ka) } else if lb.is_empty() { (la, ka, kb) } else { return None };
+                Some((l.into_iter().map(|(v, x)| (v, x * c)).filter(|(_, x)| *x != 0).collect(), k * c))
+            }
+            _ => None,
+        }
+    }
+
+    /// True when this is a plain map (one store at the row-major index of the domain point) that
+    /// reads buffer `slot` only at that same index: its output may then overwrite `slot` in
+    /// place (each element is read before it is written, by the same lane).
+    pub fn reads_only_at_store_index(&self, slot: u32) -> bool {
+        let Body::Map { stores } = &self.body else { return false };
+        if stores.len() != 1 || stores[0].index.is_some() {
+            return false;
+        }
+        let mut want = std::collections::BTreeMap::new();
+        let mut stride = 1i64;
+        for &v in self.domain.iter().rev() {
+            if self.extent(v) > 1 {
+                want.insert(v.0, stride);
+            }
+            stride *= self.extent(v);
+        }
+        let mut live = vec![false; self.nodes.len()];
+        let mut stack = self.body.roots();
+        let mut any = false;
+        while let Some(e) = stack.pop() {
+            if std::mem::replace(&mut live[e.0 as usize], true) {
+                continue;
+            }
+            if let Expr::Load { buf, index } = *self.node(e) {
+                if buf == slot {
+                    any = true;
+                    match self.linear_form(index) {
+                        Some((l, 0)) if l == want => {}
+                        _ => return false,
+                    }
+                }
+            }
+            stack.extend(self.operands(e));
+        }
+        any
+    }
+
     /// `(m, n, k, batch)` of a GEMM kernel.
     pub fn gemm_shape(&self) -> Option<(usize, usize, usize, usize)> {
         let Body::Gemm(g) = &self.body else { return None };

@@ -1212,6 +1212,9 @@ fn batch_index(kb: &mut KernelBuilder, idx: &[E], shape: &[usize], row: E, col: 
 }
 
 /// Assign arena offsets to temporaries by liveness (first-fit over step intervals).
+/// Place the temporaries in one arena by liveness (see [`odc_passes::memory`]). An elementwise
+/// map whose input dies at it writes its output over that input (in place): the two share one
+/// placement, live over the union of their lifetimes.
 fn plan_arena(prog: &mut Program) {
     let n = prog.buffers.len();
     let mut first = vec![usize::MAX; n];
@@ -1222,18 +1225,64 @@ fn plan_arena(prog: &mut Program) {
             last[b] = last[b].max(s);
         }
     }
-    let mut items = vec![];
-    let mut ids = vec![];
-    for (b, buf) in prog.buffers.iter().enumerate() {
-        if matches!(buf.kind, BufferKind::Temp { .. }) && first[b] != usize::MAX {
-            items.push(odc_passes::memory::Interval { size: buf.byte_len(), start: first[b], end: last[b] });
-            ids.push(b);
+    let is_temp: Vec<bool> = prog.buffers.iter().map(|b| matches!(b.kind, BufferKind::Temp { .. })).collect();
+    let temp = |b: usize| is_temp[b];
+    // In-place: `group[out] = group[input]` for maps whose input's last use is that map.
+    let mut group: Vec<usize> = (0..n).collect();
+    let elem_bytes = |b: usize| prog.buffers[b].dtype.bits();
+    for (s, step) in prog.steps.iter().enumerate() {
+        let out = step.args[0];
+        if !temp(out) || first[out] != s || prog.steps.iter().filter(|t| t.args[0] == out).count() != 1 {
+            continue;
+        }
+        let k = &prog.kernels[step.kernel];
+        let donor = step.args.iter().enumerate().skip(1).find(|&(slot, &b)| {
+            b != out
+                && temp(b)
+                && last[b] == s
+                && prog.buffers[b].byte_len() == prog.buffers[out].byte_len()
+                && elem_bytes(b) == elem_bytes(out)
+                && step.args.iter().filter(|&&x| x == b).count() == 1
+                && k.reads_only_at_store_index(slot as u32)
+        });
+        if let Some((_, &b)) = donor {
+            let root = find(&mut group, b);
+            group[out] = root;
         }
     }
+    // One interval per group: the union of its members' lifetimes.
+    let mut items = vec![];
+    let mut index_of: HashMap<usize, usize> = HashMap::new();
+    for b in 0..n {
+        if !temp(b) || first[b] == usize::MAX {
+            continue;
+        }
+        let r = find(&mut group, b);
+        let i = *index_of.entry(r).or_insert_with(|| {
+            items.push(odc_passes::memory::Interval { size: 0, start: usize::MAX, end: 0 });
+            items.len() - 1
+        });
+        let it = &mut items[i];
+        it.size = it.size.max(prog.buffers[b].byte_len());
+        it.start = it.start.min(first[b]);
+        it.end = it.end.max(last[b]);
+    }
     let plan = odc_passes::memory::plan(&items, ARENA_ALIGN);
-    for (i, &b) in ids.iter().enumerate() {
-        prog.buffers[b].kind = BufferKind::Temp { offset: plan.offsets[i] };
+    for b in 0..n {
+        if temp(b) && first[b] != usize::MAX {
+            let r = find(&mut group, b);
+            prog.buffers[b].kind = BufferKind::Temp { offset: plan.offsets[index_of[&r]] };
+        }
     }
     prog.arena_size = plan.total;
     let _ = raw_type;
+}
+
+/// Union-find root with path halving.
+fn find(group: &mut [usize], mut b: usize) -> usize {
+    while group[b] != b {
+        group[b] = group[group[b]];
+        b = group[b];
+    }
+    b
 }

@@ -80,6 +80,9 @@ enum Cmd {
         /// Output: dir/name.o (other artifacts beside it), or a directory.
         #[arg(short = 'o', long)]
         output: PathBuf,
+        /// Print where compile time went (each stage, in milliseconds).
+        #[arg(long)]
+        timings: bool,
     },
     /// Time a model: random (or given) inputs, warm-up, repeated runs, per-kernel breakdown.
     Bench {
@@ -525,6 +528,7 @@ fn compile(
     weights: &str,
     linker: Option<String>,
     output: PathBuf,
+    show_timings: bool,
 ) -> Result<()> {
     let opts = compile_options(m)?;
     let weights = match weights {
@@ -542,8 +546,15 @@ fn compile(
         output,
     };
     let mut timings = Timings::default();
+    let t0 = std::time::Instant::now();
     for f in odc::compile_aot(&m.model, &opts, &req, &mut timings)? {
         println!("wrote {}", f.display());
+    }
+    if show_timings {
+        for (name, d) in &timings.stages {
+            println!("time {name}: {:.1} ms", d.as_secs_f64() * 1e3);
+        }
+        println!("time total: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
     }
     Ok(())
 }
@@ -553,7 +564,7 @@ fn main() -> ExitCode {
     let r = match &cli.cmd {
         Cmd::Run { m, inputs, output_dir, print, timings } => run(m, inputs, output_dir.as_deref(), *print, *timings).map(|_| true),
         Cmd::Check { m } => check(m),
-        Cmd::Compile { m, target, cpu, features, emit, prefix, weights, linker, output } => compile(
+        Cmd::Compile { m, target, cpu, features, emit, prefix, weights, linker, output, timings } => compile(
             m,
             target.clone(),
             cpu.clone(),
@@ -563,6 +574,7 @@ fn main() -> ExitCode {
             weights,
             linker.clone(),
             output.clone(),
+            *timings,
         )
         .map(|_| true),
         Cmd::Bench { m, threads, inputs, runs, warmup, top } => bench(m, *threads, inputs, *runs, *warmup, *top).map(|_| true),
