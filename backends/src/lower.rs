@@ -12,7 +12,7 @@
 //! through an im2col buffer). Constant operands are packed into register-tile panels here, at
 //! compile time.
 
-use crate::fusion::{gemm_eligible, FusionPlan};
+use crate::fusion::FusionPlan;
 use crate::kernel::{gemm_blocking, raw_type, Body, Gemm, GemmElem, GemmOperand, Kernel, KernelBuilder, E};
 use crate::math;
 use odc_ir::{Bytes, DType, Graph, IrError, NodeId, Op, OpFamily, PadMode, ReduceOp, ScatterReduction, Tensor};
@@ -363,7 +363,7 @@ impl<'g> LowerState<'g> {
         if let Some(&c) = self.plan.gemm_root.get(&n) {
             return self.lower_gemm(c, n, out, &name);
         }
-        if gemm_eligible(g, n) {
+        if self.plan.uses_gemm(g, n) {
             return self.lower_gemm(n, n, out, &name);
         }
         match &node.op {

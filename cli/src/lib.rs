@@ -60,8 +60,8 @@ pub struct CompileOptions {
     /// [`ImportOptions::input_values`]).
     pub input_values: HashMap<String, odc_ir::Tensor>,
     pub opt_level: OptLevel,
-    /// Fuse elementwise chains and GEMM epilogues (off: one kernel per primitive).
-    pub fusion: bool,
+    /// How kernels are chosen and fused.
+    pub fusion: FusionMode,
 }
 
 impl Default for CompileOptions {
@@ -71,7 +71,29 @@ impl Default for CompileOptions {
             dims: HashMap::new(),
             input_values: HashMap::new(),
             opt_level: OptLevel::Speed,
-            fusion: true,
+            fusion: FusionMode::Saturate,
+        }
+    }
+}
+
+/// How the graph is grouped into kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FusionMode {
+    /// Equality saturation with a cost model (the default).
+    Saturate,
+    /// The greedy policy: elementwise single-reader chains and GEMM epilogues, after affine folding.
+    Greedy,
+    /// One kernel per primitive op.
+    Off,
+}
+
+impl FusionMode {
+    pub fn parse(s: &str) -> Result<FusionMode, Error> {
+        match s {
+            "saturate" | "egg" | "on" => Ok(FusionMode::Saturate),
+            "greedy" => Ok(FusionMode::Greedy),
+            "off" | "none" => Ok(FusionMode::Off),
+            other => Err(Error::Usage(format!("unknown fusion mode '{other}'; use saturate, greedy or off"))),
         }
     }
 }
@@ -138,7 +160,7 @@ fn simplify(mut g: Graph, opts: &CompileOptions, timings: &mut Timings) -> Resul
     dump("import", &g);
     timings.record("fold_constants", || odc_passes::fold::fold_constants(&mut g, &eval))?;
     dump("fold_constants", &g);
-    if opts.fusion {
+    if opts.fusion == FusionMode::Greedy {
         timings.record("fold_affine", || odc_passes::affine::fold_channel_affine(&mut g))?;
         dump("fold_affine", &g);
     }
@@ -148,8 +170,28 @@ fn simplify(mut g: Graph, opts: &CompileOptions, timings: &mut Timings) -> Resul
 
 /// Graph → kernels, buffers and the static memory plan, for a target's lowering options.
 pub fn plan(g: &Graph, opts: &CompileOptions, target: &LowerOptions, timings: &mut Timings) -> Result<Program, Error> {
-    let fusion = timings.record("fusion", || if opts.fusion { fusion::greedy(g) } else { FusionPlan::none() });
-    Ok(timings.record("lower", || lower(g, &fusion, target))?)
+    match opts.fusion {
+        FusionMode::Saturate => {
+            let s = saturate(g, timings)?;
+            Ok(timings.record("lower", || lower(&s.graph, &s.plan, target))?)
+        }
+        FusionMode::Greedy => {
+            let plan = timings.record("fusion", || fusion::greedy(g));
+            Ok(timings.record("lower", || lower(g, &plan, target))?)
+        }
+        FusionMode::Off => Ok(timings.record("lower", || lower(g, &FusionPlan::none(), target))?),
+    }
+}
+
+/// Equality saturation: the optimized graph, its fusion plan and the report. Saturation and
+/// extraction times are recorded as separate stages.
+pub fn saturate(g: &Graph, timings: &mut Timings) -> Result<odc_passes::saturate::Saturated, Error> {
+    let s = odc_passes::saturate::optimize(g, Some(&JitEvaluator), &odc_passes::saturate::SaturateOptions::default())?;
+    let r = &s.report;
+    timings.stages.push(("saturation", Duration::from_secs_f64(r.saturation_ms / 1e3)));
+    timings.stages.push(("extraction", Duration::from_secs_f64(r.extraction_ms / 1e3)));
+    dump("saturate", &s.graph);
+    Ok(s)
 }
 
 /// Lowering options for the host.

@@ -26,6 +26,9 @@ struct ModelArgs {
     /// Give a symbolic dimension a value: NAME=N (repeatable).
     #[arg(long = "dim", value_name = "NAME=N")]
     dims: Vec<String>,
+    /// Kernel grouping: saturate (equality saturation, default), greedy, or off (one kernel per op).
+    #[arg(long = "fuse", value_name = "MODE")]
+    fuse: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -141,6 +144,13 @@ enum Cmd {
         /// Print every kernel's IR.
         #[arg(long)]
         kernels: bool,
+        /// Report the fusion decisions of equality saturation: each kernel, the nodes it fused
+        /// and its estimated cost.
+        #[arg(long)]
+        fusion: bool,
+        /// With --fusion: print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -157,8 +167,11 @@ fn compile_options(m: &ModelArgs) -> Result<CompileOptions> {
     if std::env::var("ODC_OPT").as_deref() == Ok("none") {
         o.opt_level = OptLevel::None;
     }
-    if std::env::var("ODC_FUSION").as_deref() == Ok("off") {
-        o.fusion = false;
+    if let Ok(f) = std::env::var("ODC_FUSION") {
+        o.fusion = odc::FusionMode::parse(&f)?;
+    }
+    if let Some(f) = &m.fuse {
+        o.fusion = odc::FusionMode::parse(f)?;
     }
     Ok(o)
 }
@@ -313,6 +326,59 @@ fn inspect(m: &ModelArgs, show_graph: bool, show_kernels: bool) -> Result<()> {
             print!("{k}");
         }
     }
+    Ok(())
+}
+
+/// `odc inspect --fusion [--json]`: what equality saturation decided.
+fn inspect_fusion(m: &ModelArgs, json: bool) -> Result<()> {
+    let opts = compile_options(m)?;
+    let mut timings = Timings::default();
+    let onnx_nodes = odc_frontend::onnx::load_model(&m.model)?.proto.graph.node.len();
+    let g = odc::import_onnx(&m.model, &opts, &mut timings)?;
+    let s = odc::saturate(&g, &mut timings)?;
+    let prog = odc_backends::lower(&s.graph, &s.plan, &odc::host_lower_options(&opts)?)?;
+    let r = &s.report;
+    if json {
+        use serde_json::json;
+        let kernels: Vec<_> = r
+            .kernels
+            .iter()
+            .map(|k| json!({"name": k.name, "kind": k.kind, "nodes": k.nodes, "ops": k.ops, "cost_ns": (k.cost_ns * 10.0).round() / 10.0}))
+            .collect();
+        let applied: serde_json::Map<String, serde_json::Value> = r.applied.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let doc = json!({
+            "model": m.model.display().to_string(),
+            "onnx_nodes": onnx_nodes,
+            "primitive_nodes": g.node_count(),
+            "kernels": kernels,
+            "kernel_count": r.kernels.len(),
+            "lowered_kernels": prog.kernels.len(),
+            "saturation_ms": r.saturation_ms,
+            "extraction_ms": r.extraction_ms,
+            "enodes": r.enodes,
+            "eclasses": r.eclasses,
+            "iterations": r.iterations,
+            "stop_reason": r.stop_reason,
+            "rules_applied": applied,
+            "estimated_cost_ns": r.cost_ns,
+            "tree_extraction_cost_ns": r.tree_cost_ns,
+            "arena_bytes": prog.arena_size,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    for k in &r.kernels {
+        println!("{:<40} {:<14} {:>10.1} us  {}", k.name, k.kind, k.cost_ns / 1e3, k.ops.join(" "));
+        if k.nodes.len() > 1 {
+            println!("{:<40} fused: {}", "", k.nodes.join(", "));
+        }
+    }
+    println!("onnx nodes: {onnx_nodes}, primitive nodes: {}, fused kernels: {}, lowered kernels: {}", g.node_count(), r.kernels.len(), prog.kernels.len());
+    println!("e-graph: {} e-nodes in {} e-classes after {} iterations ({})", r.enodes, r.eclasses, r.iterations, r.stop_reason);
+    println!("saturation {:.1} ms, extraction {:.1} ms", r.saturation_ms, r.extraction_ms);
+    println!("estimated cost: {:.1} us (tree-cost extraction: {:.1} us)", r.cost_ns / 1e3, r.tree_cost_ns / 1e3);
+    let applied: Vec<String> = r.applied.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("rules applied: {}", applied.join(" "));
     Ok(())
 }
 
@@ -578,7 +644,13 @@ fn main() -> ExitCode {
         )
         .map(|_| true),
         Cmd::Bench { m, threads, inputs, runs, warmup, top } => bench(m, *threads, inputs, *runs, *warmup, *top).map(|_| true),
-        Cmd::Inspect { m, graph, kernels } => inspect(m, *graph, *kernels).map(|_| true),
+        Cmd::Inspect { m, graph, kernels, fusion, json } => {
+            if *fusion || *json {
+                inspect_fusion(m, *json).map(|_| true)
+            } else {
+                inspect(m, *graph, *kernels).map(|_| true)
+            }
+        }
         Cmd::Exec { module, prefix, inputs, output_dir, print, threads, runs, warmup } => {
             exec(module, prefix.as_deref(), inputs, output_dir.as_deref(), *print, *threads, *runs, *warmup).map(|_| true)
         }

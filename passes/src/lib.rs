@@ -11,7 +11,9 @@
 pub mod affine;
 pub mod build;
 pub mod fold;
+pub mod fusion;
 pub mod memory;
 pub mod nn;
+pub mod saturate;
 
 pub use build::{norm_axis, Builder};
