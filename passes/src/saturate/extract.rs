@@ -167,23 +167,10 @@ pub fn extract_dag(p: &Problem) -> Option<Extraction> {
     for &r in &p.roots {
         refs[r] += 1;
     }
-    let mut order = vec![];
-    {
-        let mut seen = vec![false; n];
-        let mut stack: Vec<(usize, bool)> = p.roots.iter().map(|&r| (r, false)).collect();
-        while let Some((c, exit)) = stack.pop() {
-            if exit {
-                order.push(c);
-                continue;
-            }
-            if std::mem::replace(&mut seen[c], true) {
-                continue;
-            }
-            stack.push((c, true));
-            for &x in &p.nodes[c][choice[c]].1 {
-                refs[x] += 1;
-                stack.push((x, false));
-            }
+    let mut order = topo_order(p, &choice);
+    for &c in &order {
+        for &x in &p.nodes[c][choice[c]].1 {
+            refs[x] += 1;
         }
     }
     let level = levels(p, &choice);
