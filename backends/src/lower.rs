@@ -633,22 +633,9 @@ fn batch_offset(kb: &mut KernelBuilder, idx: &[E], shape: &[usize], mat: i64) ->
     acc
 }
 
-fn f32s(t: &Tensor) -> Result<Vec<f32>, IrError> {
-    if t.dtype != DType::F32 {
-        return Err(IrError::new(format!("GEMM packing expects f32 weights, got {}", t.dtype)));
-    }
-    Ok(t.bytes().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
-}
-
-fn tensor_of(v: Vec<f32>) -> Tensor {
-    let n = v.len();
-    let bytes: Vec<u8> = v.into_iter().flat_map(|x| x.to_le_bytes()).collect();
-    Tensor::new(DType::F32, vec![n], Bytes::from_vec(bytes)).expect("length matches")
-}
-
 /// Pack conv weights `[groups * mg][k]` into `[groups][ceil(mg/mr)][k][mr]` (zero rows pad).
 fn pack_a(t: &Tensor, groups: usize, mg: usize, k: usize, mr: usize) -> Result<Tensor, IrError> {
-    let w = f32s(t)?;
+    let w = t.f32_values()?;
     let panels = mg.div_ceil(mr);
     let mut out = vec![0f32; groups * panels * k * mr];
     for gi in 0..groups {
@@ -658,12 +645,12 @@ fn pack_a(t: &Tensor, groups: usize, mg: usize, k: usize, mr: usize) -> Result<T
             }
         }
     }
-    Ok(tensor_of(out))
+    Ok(Tensor::from_f32(vec![out.len()], &out))
 }
 
 /// Pack matmul weights `[batch..][k][n]` into `[batch..][ceil(n/nr)][k][nr]` (zero columns pad).
 fn pack_b(t: &Tensor, nr: usize) -> Result<Tensor, IrError> {
-    let w = f32s(t)?;
+    let w = t.f32_values()?;
     let r = t.shape.len();
     let (k, n) = (t.shape[r - 2], t.shape[r - 1]);
     let batch: usize = t.shape[..r - 2].iter().product();
@@ -676,7 +663,7 @@ fn pack_b(t: &Tensor, nr: usize) -> Result<Tensor, IrError> {
             }
         }
     }
-    Ok(tensor_of(out))
+    Ok(Tensor::from_f32(vec![out.len()], &out))
 }
 
 /// Pack 8-bit matmul weights `[batch..][k][n]` (held as i8, u8 or byte-range i32) into

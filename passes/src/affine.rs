@@ -52,10 +52,9 @@ fn channel_axis(g: &Graph, n: NodeId) -> Option<usize> {
     }
 }
 
-/// Per-channel values of constant `k` when, broadcast against a tensor of `shape`, it varies
-/// at most along `axis`.
-fn channel_values(g: &Graph, k: NodeId, shape: &[usize], axis: usize) -> Option<Vec<f32>> {
-    let Op::Constant(t) = &g.node(k).op else { return None };
+/// Per-channel values of constant tensor `t` when, broadcast against a tensor of `shape`, it
+/// varies at most along `axis` (one value per channel, a scalar repeated).
+pub fn channel_values(t: &Tensor, shape: &[usize], axis: usize) -> Option<Vec<f32>> {
     let ks = &t.shape;
     if t.dtype != DType::F32 || ks.len() > shape.len() {
         return None;
@@ -69,6 +68,22 @@ fn channel_values(g: &Graph, k: NodeId, shape: &[usize], axis: usize) -> Option<
     }
     let v = t.f32_values().ok()?;
     Some(if v.len() == 1 { vec![v[0]; c] } else { v })
+}
+
+/// Contraction weights with output channel `c` multiplied by `scale[c]`: conv weights
+/// `[Cout, Cin/groups, k..]` scale per leading block, matmul weights `[.., K, N]` per column.
+pub fn scale_weights(w: &Tensor, scale: &[f32], is_conv: bool) -> Result<Tensor, IrError> {
+    let mut wv = w.f32_values()?;
+    let c = scale.len().max(1);
+    if is_conv {
+        let block = (wv.len() / c).max(1);
+        for (co, blk) in wv.chunks_mut(block).enumerate() {
+            blk.iter_mut().for_each(|v| *v *= scale[co]);
+        }
+    } else {
+        wv.iter_mut().enumerate().for_each(|(i, v)| *v *= scale[i % c]);
+    }
+    Ok(Tensor::from_f32(w.shape.clone(), &wv))
 }
 
 fn affine_chain(g: &Graph, n: NodeId) -> Option<Chain> {
@@ -91,7 +106,8 @@ fn affine_chain(g: &Graph, n: NodeId) -> Option<Chain> {
         if other == cur {
             break;
         }
-        let Some(k) = channel_values(g, other, &shape, axis) else { break };
+        let Op::Constant(kt) = &g.node(other).op else { break };
+        let Some(k) = channel_values(kt, &shape, axis) else { break };
         match (op, lhs) {
             (BinaryOp::Add, _) => shift.iter_mut().zip(&k).for_each(|(b, k)| *b += k),
             (BinaryOp::Sub, true) => shift.iter_mut().zip(&k).for_each(|(b, k)| *b -= k),
@@ -122,23 +138,10 @@ fn rewrite(g: &mut Graph, n: NodeId, chain: Chain) -> Result<(), IrError> {
     let ops = g.operands(n);
     let (x, w) = (ops[0], ops[1]);
     let Op::Constant(wt) = g.node(w).op.clone() else { unreachable!("checked by channel_axis") };
-    let mut wv = wt.f32_values()?;
     let is_conv = matches!(g.node(n).op, Op::Conv(_));
     let c = chain.scale.len();
-    if is_conv {
-        // Weights [Cout, Cin/groups, k...]: scale each output channel's block.
-        let block = wv.len() / c.max(1);
-        for (co, blk) in wv.chunks_mut(block.max(1)).enumerate() {
-            blk.iter_mut().for_each(|v| *v *= chain.scale[co]);
-        }
-    } else {
-        // Weights [.., K, N]: scale column j.
-        for (i, v) in wv.iter_mut().enumerate() {
-            *v *= chain.scale[i % c];
-        }
-    }
     let name = g.node(n).name.clone();
-    let w2 = g.constant(Tensor::from_f32(wt.shape.clone(), &wv), &format!("{}_folded", g.node(w).name));
+    let w2 = g.constant(scale_weights(&wt, &chain.scale, is_conv)?, &format!("{}_folded", g.node(w).name));
     let op = g.node(n).op.clone();
     let mut out = g.add(op, &[x, w2], &name)?;
     if chain.shift.iter().any(|&b| b != 0.0) {

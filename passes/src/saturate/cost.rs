@@ -4,10 +4,11 @@
 //! inlined into two kernels is paid twice). Views cost nothing except transposes, whose strided
 //! reads are charged per byte.
 //!
-//! The default constants are calibrated on this project's generated code on an x86_64 host
-//! (`odc bench --profile` per-kernel times on `light_resnet50` and the BERT encoder, see the
-//! README): GEMM kernels run at ~40 GFLOP/s, direct contraction loops at ~3, memory-bound
-//! elementwise kernels move ~12 GB/s, a transcendental costs ~10 simple ops.
+//! The default constants: the GEMM rate is measured (`odc bench MODEL --fuse saturate` prints
+//! each GEMM kernel's GFLOP/s; on light_resnet50 and the BERT encoder they run at 40-48 GFLOP/s
+//! on one x86_64 core). The others are estimates in the same units, not fitted: a direct
+//! contraction loop ~3 GFLOP/s, ~12 GB/s of memory traffic for elementwise kernels, a
+//! transcendental ~10 simple ops, ~300 ns per kernel call.
 
 use super::lang::{ONode, OGraph, TNode, TyId};
 use egg::Id;

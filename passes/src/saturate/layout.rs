@@ -75,21 +75,9 @@ fn weight_channel_axis(eg: &OGraph, op: &Op, args: &[Id], out_rank: usize) -> Op
     }
 }
 
-/// Per-channel values of constant class `k` when, broadcast against `shape`, it varies at most
-/// along `axis`.
+/// Per-channel values of constant class `k` (see [`crate::affine::channel_values`]).
 fn channel_values(eg: &OGraph, k: Id, shape: &[usize], axis: usize) -> Option<Vec<f32>> {
-    let t = const_of(eg, k)?;
-    if t.dtype != DType::F32 || t.shape.len() > shape.len() {
-        return None;
-    }
-    let off = shape.len() - t.shape.len();
-    for (i, &d) in t.shape.iter().enumerate() {
-        if d != 1 && !(i + off == axis && d == shape[axis]) {
-            return None;
-        }
-    }
-    let v = t.f32_values().ok()?;
-    Some(if v.len() == 1 { vec![v[0]; shape[axis]] } else { v })
+    crate::affine::channel_values(const_of(eg, k)?, shape, axis)
 }
 
 /// `contraction(x, W) * s → contraction(x, W * s)` when `s` is constant per output channel.
@@ -122,19 +110,10 @@ impl NodeRule for ScaleIntoWeights {
                 continue;
             }
             let w = const_of(eg, cargs[1]).expect("checked by weight_channel_axis");
-            let Ok(mut wv) = w.f32_values() else { continue };
-            let c = scale.len();
-            if matches!(cop, Op::Conv(_)) {
-                let block = wv.len() / c.max(1);
-                for (co, blk) in wv.chunks_mut(block.max(1)).enumerate() {
-                    blk.iter_mut().for_each(|v| *v *= scale[co]);
-                }
-            } else {
-                wv.iter_mut().enumerate().for_each(|(i, v)| *v *= scale[i % c]);
-            }
+            let Ok(w2) = crate::affine::scale_weights(w, &scale, matches!(cop, Op::Conv(_))) else { continue };
             let mut t = Term::default();
             let x = t.class(cargs[0]);
-            let w2 = t.push(TermNode::Const(Tensor::from_f32(w.shape.clone(), &wv)));
+            let w2 = t.push(TermNode::Const(w2));
             t.prim(cop.clone(), vec![x, w2]);
             out.push(t);
             break;

@@ -298,10 +298,10 @@ fn rebuild(src: &Graph, eg: &OGraph, ext: &Extraction, outputs: &[(String, Id)],
                     OpFamily::Indexing => "indexing",
                     _ => "elementwise",
                 };
-                let (is_view, opname) = (op.is_view(), op.name());
+                let (is_view, is_contraction, opname) = (op.is_view(), op.family() == OpFamily::Contraction, op.name());
                 let n = g.add(op, &args, &name).map_err(|e| e.context(&name))?;
                 // A contraction whose GEMM alternative lost runs as a direct loop.
-                if kind == "contraction" && eg[c].nodes.iter().any(|x| matches!(x, ONode::Gemm(..))) {
+                if is_contraction && eg[c].nodes.iter().any(|x| matches!(x, ONode::Gemm(..))) {
                     plan.direct.insert(n);
                 }
                 if !is_view {
