@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Create (or reuse) the project's Python venv at .venv with the pinned tools in requirements.txt.
+# Create (or reuse) a Python venv with pinned requirements; reinstalls only when the requirements
+# file changed. Default: the project's venv at .venv with scripts/requirements.txt; or
+# `setup-venv.sh VENV_DIR REQUIREMENTS` (bench/setup-venv.sh does that).
 # Prints the venv's python path on the last line.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-venv="$root/.venv"
-req="$root/scripts/requirements.txt"
+venv="${1:-$root/.venv}"
+req="${2:-$root/scripts/requirements.txt}"
 stamp="$venv/.requirements"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" >&2
