@@ -396,3 +396,33 @@ pub fn default_data_dir() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
     [root.join("../shared/onnx-node-tests"), root.join("build/onnx-node-tests")].into_iter().find(|p| p.is_dir())
 }
+
+/// The tests listed in the committed manifest (`tests/conformance/passing.txt`).
+pub fn manifest() -> Vec<&'static str> {
+    include_str!("../conformance/passing.txt").lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect()
+}
+
+/// Run the manifest's cases under `dir` with `engine` on every core; returns the failures as
+/// `name: outcome` lines, sorted.
+pub fn failing_manifest_cases(dir: &Path, engine: &Engine) -> Vec<String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let names = manifest();
+    let next = AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(vec![]);
+    std::thread::scope(|s| {
+        for _ in 0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(name) = names.get(i) else { break };
+                let case = dir.join(name);
+                let o = if case.join("model.onnx").exists() { run_case_with(&case, engine) } else { Outcome::Fail("test case missing".into()) };
+                if o != Outcome::Pass {
+                    failures.lock().expect("failure list").push(format!("{name}: {o:?}"));
+                }
+            });
+        }
+    });
+    let mut f = failures.into_inner().expect("failure list");
+    f.sort();
+    f
+}

@@ -3,33 +3,16 @@
 //! qemu-user. x86_64 uses the SSE2-only baseline CPU, which also exercises the rounding code
 //! that avoids SSE4.1.
 
-use odc_conformance::{default_data_dir, run_case_with, AotTarget, Engine, Outcome};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use odc_conformance::{default_data_dir, failing_manifest_cases, AotTarget, Engine};
 
 fn manifest_through(arch: &str, cpu: Option<&str>) {
     let dir = default_data_dir().expect("ONNX node tests not found: run scripts/prepare-node-tests.sh (scripts/test.sh does)");
-    let names: Vec<&str> = include_str!("../conformance/passing.txt").lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     let engine = Engine::Aot(AotTarget {
         arch: arch.into(),
         cpu: cpu.map(str::to_string),
         work: std::env::temp_dir().join(format!("odc-conf-aot-{arch}-{}", std::process::id())),
     });
-    let next = AtomicUsize::new(0);
-    let failures = Mutex::new(vec![]);
-    std::thread::scope(|s| {
-        for _ in 0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(name) = names.get(i) else { break };
-                let o = run_case_with(&dir.join(name), &engine);
-                if o != Outcome::Pass {
-                    failures.lock().unwrap().push(format!("{name}: {o:?}"));
-                }
-            });
-        }
-    });
-    let f = failures.into_inner().unwrap();
+    let f = failing_manifest_cases(&dir, &engine);
     assert!(f.is_empty(), "{} listed tests fail on {arch}:\n{}", f.len(), f.join("\n"));
 }
 
