@@ -120,20 +120,18 @@ fn main() {
     let threads: usize = arg("--threads").and_then(|v| v.parse().ok()).unwrap_or(2);
     let isa = odc_backends::host_isa(OptLevel::Speed).unwrap();
     let mut tile = odc_backends::module::lower_options_for(&*isa);
-    if let Some(mr) = arg("--mr").and_then(|v| v.parse().ok()) {
-        tile.gemm_mr = mr;
-    }
-    if let Some(nr) = arg("--nr").and_then(|v| v.parse().ok()) {
-        tile.gemm_nr = nr;
-    }
-    println!("register tile {}x{}", tile.gemm_mr, tile.gemm_nr);
+    let (mr, nr) = odc_backends::schedule::register_tile(&tile.machine);
+    let mr = arg("--mr").and_then(|v| v.parse().ok()).unwrap_or(mr);
+    let nr = arg("--nr").and_then(|v| v.parse().ok()).unwrap_or(nr);
+    tile.gemm_tile = Some((mr, nr));
+    println!("register tile {mr}x{nr}");
     let peak = fma_peak(12, 20_000_000);
     println!("fma peak (12 chains of f32x4 fma): {peak:.1} GFLOP/s");
     if let Some(shapes) = arg("--shapes") {
         for sh in shapes.split(',') {
             let d: Vec<usize> = sh.split('x').filter_map(|v| v.parse().ok()).collect();
             assert!(d.len() == 3, "--shapes takes MxNxK[,MxNxK...]");
-            let r = gemm(d[0], d[1], d[2], 1, &tile, (1 << 22) / (d[0] * d[1] * d[2]).max(1) + 1);
+            let r = gemm(d[0], d[1], d[2], 1, &tile, (1 << 26) / (d[0] * d[1] * d[2]).max(1) + 1);
             println!("gemm {sh}, 1 thread: {r:.1} GFLOP/s = {:.0}% of peak", 100.0 * r / peak);
         }
         return;

@@ -7,7 +7,10 @@
 //! Placement: every expression node is emitted in the innermost loop among its free variables,
 //! so invariant work is hoisted out of loops by construction. `Reduce` nodes open their own loop.
 //!
-//! Vectorisation: when the kernel writes f32, the innermost output loop runs 4 lanes at a time
+//! The kernel's [`crate::schedule::Schedule`] says which loops to vectorise, unroll and split;
+//! this module follows it.
+//!
+//! Vectorisation: when the schedule asks for it (f32 outputs), the innermost output loop runs 4 lanes at a time
 //! with a scalar tail. Within it each node is *uniform* (does not depend on the lane variable), a
 //! *vector* (f32x4/i32x4, or an i32x4 mask for bools) or *lanes* (four scalars, the general
 //! fallback: gathers, f64 and i64 arithmetic). Contiguous loads become vector loads.
@@ -53,9 +56,6 @@ pub struct CodegenOptions {
 }
 
 const LANES: usize = 4;
-
-/// Reductions of at most this many steps are unrolled.
-const UNROLL_REDUCE: i64 = 8;
 
 /// The Cranelift type holding a compute type.
 pub fn clif_type(t: DType) -> Type {
@@ -226,6 +226,7 @@ impl<'k, 'f> Cg<'k, 'f> {
         }
         self.emit_scope(None);
         match &self.k.body {
+            Body::Map { .. } if self.k.flattened_outer_loops() > 1 => self.emit_flattened_outer(self.k.flattened_outer_loops(), lo, hi),
             Body::Map { .. } => self.emit_output_level(0, lo, hi),
             Body::Scatter { .. } => self.emit_scatter_level(0, lo, hi),
             Body::Gemm(g) => self.emit_gemm(g, lo, hi),
@@ -322,10 +323,8 @@ impl<'k, 'f> Cg<'k, 'f> {
         let var = self.k.domain[level];
         let (start, end) = self.level_bounds(level, lo, hi);
         let innermost = level + 1 == n;
-        let vectorize = innermost
-            && self.opts.vectorize
-            && self.k.bufs[0].dtype == DType::F32
-            && self.k.extent(var) >= LANES as i64;
+        // The schedule asks for vectors only on f32 outputs; the target must have them.
+        let vectorize = innermost && self.opts.vectorize && self.k.schedule.vector_lanes == LANES && self.k.extent(var) >= LANES as i64;
         let mut tail_start = start;
         if vectorize {
             let (iv_end, _) = self.build_loop(start, end, LANES as i64, &[], |cg, iv, _| {
@@ -346,6 +345,26 @@ impl<'k, 'f> Cg<'k, 'f> {
             } else {
                 cg.emit_output_level(level + 1, lo, hi);
             }
+            vec![]
+        });
+    }
+
+    /// The first `loops` output loops as one loop over `lo..hi` of their flattened index (the
+    /// schedule's parallel loop), then the remaining levels.
+    fn emit_flattened_outer(&mut self, loops: usize, lo: Value, hi: Value) {
+        let vars = self.k.domain[..loops].to_vec();
+        self.build_loop(lo, hi, 1, &[], |cg, t, _| {
+            let mut rem = t;
+            for &v in vars.iter().rev() {
+                let e = cg.k.extent(v);
+                let i = cg.b.ins().urem_imm_s(rem, e);
+                rem = cg.b.ins().udiv_imm_s(rem, e);
+                cg.loopvar.insert(v, i);
+            }
+            for &v in &vars {
+                cg.emit_scope(Some(v));
+            }
+            cg.emit_output_level(loops, lo, hi);
             vec![]
         });
     }
@@ -553,14 +572,14 @@ impl<'k, 'f> Cg<'k, 'f> {
     }
 
     /// The loop of a reduction over `var` carrying `init`: fully unrolled when the extent is at
-    /// most [`UNROLL_REDUCE`] (convolution and pooling windows), so indices become constants
+    /// most the schedule's `unroll_reduce` (convolution and pooling windows), so indices become constants
     /// and the loop overhead goes away; else a counted loop.
     fn reduce_loop<F>(&mut self, var: Var, init: &[Value], mut step: F) -> Vec<Value>
     where
         F: FnMut(&mut Self, Vec<Value>) -> Vec<Value>,
     {
         let extent = self.k.extent(var);
-        if extent <= UNROLL_REDUCE {
+        if extent <= self.k.schedule.unroll_reduce {
             let mut acc = init.to_vec();
             for i in 0..extent {
                 let saved = self.memo.clone();

@@ -3,18 +3,17 @@
 //! The kernel's outer (parallel) loop runs over (batch point, column block of `nr`); inside, a
 //! loop over row blocks of `mr` calls a microkernel that keeps the `mr x nr` accumulator tile in
 //! registers (f32x4 vectors, or scalars for the last `n % 4` columns) across the `k` loop,
-//! unrolled by [`K_UNROLL`], with A broadcast and B loaded by vectors, in a fixed instruction
+//! unrolled by the tile's `k_unroll`, with A broadcast and B loaded by vectors, in a fixed instruction
 //! order. The epilogue expression is then evaluated per tile vector (bias, activation, residual
 //! adds, ... fused by the lowering) and stored. Row and column tails get their own microkernel
 //! instances, so no load ever leaves its operand.
 
 use crate::codegen::{flags, vflags, Cg, Memo, VVal};
 use crate::kernel::{Expr, Gemm, GemmElem, GemmOperand, Var};
+use crate::schedule::GemmTile;
 use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
 use odc_ir::DType;
 
-/// How far the k loop is unrolled.
-pub const K_UNROLL: i64 = 4;
 const LANES: usize = 4;
 
 /// Tile geometry of one microkernel instance.
@@ -89,6 +88,7 @@ struct KBlock {
 
 /// Variables and values shared by the loops of one GEMM kernel.
 struct GemmCtx<'m> {
+    tile: GemmTile,
     ivar: Var,
     jvar: Var,
     batch_vars: Vec<Var>,
@@ -102,13 +102,14 @@ impl<'k, 'f> Cg<'k, 'f> {
         let nd = k.domain.len();
         let base_memo = self.memo.clone();
         let cx = GemmCtx {
+            tile: k.gemm_tile(),
             ivar: k.domain[nd - 2],
             jvar: k.domain[nd - 1],
             batch_vars: k.domain[..nd - 2].to_vec(),
-            vector: self.opts.vectorize && g.b.col_stride == 1,
+            vector: self.opts.vectorize && k.schedule.vector_lanes == LANES,
             base_memo: &base_memo,
         };
-        let kc = g.kc.max(1);
+        let kc = cx.tile.kc.max(1);
         let nkb = g.k.div_ceil(kc).max(1);
         if nkb == 1 {
             let start = self.iconst64(0);
@@ -134,9 +135,9 @@ impl<'k, 'f> Cg<'k, 'f> {
     /// `mc` (each swept by every column block while it is in cache). The row tail (`m % mr`)
     /// follows the row blocks.
     fn emit_k_block(&mut self, g: &Gemm, cx: &GemmCtx, lo: Value, hi: Value, phase: Phase, kb: KBlock) {
-        let full_rows = g.m / g.mr;
-        let has_tail = g.m % g.mr != 0;
-        let per_block = (g.mc / g.mr).max(1);
+        let full_rows = g.m / cx.tile.mr;
+        let has_tail = g.m % cx.tile.mr != 0;
+        let per_block = (cx.tile.mc / cx.tile.mr).max(1);
         let row_blocks = full_rows.div_ceil(per_block);
         if row_blocks <= 1 {
             let (r0, r1) = (self.iconst64(0), self.iconst64(full_rows as i64));
@@ -162,7 +163,7 @@ impl<'k, 'f> Cg<'k, 'f> {
     /// `rows.0..rows.1` and, when `tail`, the row tail.
     #[allow(clippy::too_many_arguments)]
     fn emit_columns(&mut self, g: &Gemm, cx: &GemmCtx, lo: Value, hi: Value, phase: Phase, kb: KBlock, rows: (Value, Value), tail: bool) {
-        let jb = g.n.div_ceil(g.nr) as i64;
+        let jb = g.n.div_ceil(cx.tile.nr) as i64;
         self.build_loop(lo, hi, 1, &[], |cg, t, _| {
             // t -> (batch point, column block)
             let bflat = cg.b.ins().udiv_imm_s(t, jb);
@@ -177,14 +178,14 @@ impl<'k, 'f> Cg<'k, 'f> {
             }
             let a_base = cg.emit_s(g.a.base);
             let b_base = cg.emit_s(g.b.base);
-            let j0 = cg.b.ins().imul_imm_s(jblock, g.nr as i64);
-            let full_cols = g.n / g.nr;
-            let tail_cols = g.n % g.nr;
+            let j0 = cg.b.ins().imul_imm_s(jblock, cx.tile.nr as i64);
+            let full_cols = g.n / cx.tile.nr;
+            let tail_cols = g.n % cx.tile.nr;
             // (vector columns, scalar columns, valid columns). A packed B's last panel is padded
             // with zero columns, so its tail runs as full vectors and only stores are cut short.
             let split = |cols: usize| -> (usize, usize, usize) {
                 if cx.vector && g.b.padded_cols {
-                    (g.nr.div_ceil(LANES), 0, cols)
+                    (cx.tile.nr.div_ceil(LANES), 0, cols)
                 } else if cx.vector {
                     (cols / LANES, cols % LANES, cols)
                 } else {
@@ -193,7 +194,7 @@ impl<'k, 'f> Cg<'k, 'f> {
             };
             let at = TileAt { a_base, b_base, bflat, j0, phase, kb };
             if tail_cols == 0 {
-                cg.emit_row_blocks(g, cx, &at, split(g.nr), rows, tail);
+                cg.emit_row_blocks(g, cx, &at, split(cx.tile.nr), rows, tail);
             } else {
                 let is_tail = cg.b.ins().icmp_imm_s(IntCC::Equal, jblock, full_cols as i64);
                 let tail_blk = cg.b.create_block();
@@ -201,7 +202,7 @@ impl<'k, 'f> Cg<'k, 'f> {
                 let join = cg.b.create_block();
                 cg.b.ins().brif(is_tail, tail_blk, &[], full_blk, &[]);
                 cg.b.switch_to_block(full_blk);
-                cg.emit_row_blocks(g, cx, &at, split(g.nr), rows, tail);
+                cg.emit_row_blocks(g, cx, &at, split(cx.tile.nr), rows, tail);
                 cg.b.ins().jump(join, &[]);
                 cg.b.switch_to_block(tail_blk);
                 cg.emit_row_blocks(g, cx, &at, split(tail_cols), rows, tail);
@@ -215,13 +216,13 @@ impl<'k, 'f> Cg<'k, 'f> {
     /// Row blocks `rows.0..rows.1` of one column block, then (when `tail`) the row tail.
     fn emit_row_blocks(&mut self, g: &Gemm, cx: &GemmCtx, at: &TileAt, (nv, ns, valid): (usize, usize, usize), rows: (Value, Value), tail: bool) {
         self.build_loop(rows.0, rows.1, 1, &[], |cg, ib, _| {
-            let i0 = cg.b.ins().imul_imm_s(ib, g.mr as i64);
-            cg.emit_tile(g, cx, at, i0, Tile { rows: g.mr, nv, ns, valid });
+            let i0 = cg.b.ins().imul_imm_s(ib, cx.tile.mr as i64);
+            cg.emit_tile(g, cx, at, i0, Tile { rows: cx.tile.mr, nv, ns, valid });
             vec![]
         });
-        let rest = g.m % g.mr;
+        let rest = g.m % cx.tile.mr;
         if tail && rest > 0 {
-            let i0 = self.iconst64((g.m / g.mr * g.mr) as i64);
+            let i0 = self.iconst64((g.m / cx.tile.mr * cx.tile.mr) as i64);
             self.emit_tile(g, cx, at, i0, Tile { rows: rest, nv, ns, valid });
         }
     }
@@ -232,12 +233,12 @@ impl<'k, 'f> Cg<'k, 'f> {
     fn emit_tile(&mut self, g: &Gemm, cx: &GemmCtx, at: &TileAt, i0: Value, tile: Tile) {
         let (ivar, jvar, base_memo) = (cx.ivar, cx.jvar, cx.base_memo);
         let (bflat, j0) = (at.bflat, at.j0);
-        let a_t = a_tile(&g.a, g.mr);
-        let b_t = b_tile(&g.b, g.nr);
+        let a_t = a_tile(&g.a, cx.tile.mr);
+        let b_t = b_tile(&g.b, cx.tile.nr);
         // Element offsets of the tile's (0, k0) in A and (k0, 0) in B.
         let a_off = match g.a.panel {
             Some(p) => {
-                let pi = self.b.ins().udiv_imm_s(i0, g.mr as i64);
+                let pi = self.b.ins().udiv_imm_s(i0, cx.tile.mr as i64);
                 self.b.ins().imul_imm_s(pi, p)
             }
             None => self.b.ins().imul_imm_s(i0, g.a.row_stride),
@@ -247,7 +248,7 @@ impl<'k, 'f> Cg<'k, 'f> {
         let a_off = self.b.ins().iadd(a_off, ak);
         let b_off = match g.b.panel {
             Some(p) => {
-                let pj = self.b.ins().udiv_imm_s(j0, g.nr as i64);
+                let pj = self.b.ins().udiv_imm_s(j0, cx.tile.nr as i64);
                 self.b.ins().imul_imm_s(pj, p)
             }
             None => self.b.ins().imul_imm_s(j0, g.b.col_stride),
@@ -310,7 +311,8 @@ impl<'k, 'f> Cg<'k, 'f> {
         // the add latency: the unrolled k steps then rotate over `sets` independent copies,
         // summed after the loop.
         let n_acc = init.len();
-        let sets = if n_acc < 6 { (8 / n_acc.max(1)).clamp(1, K_UNROLL as usize) } else { 1 };
+        let k_unroll = cx.tile.k_unroll.max(1) as i64;
+        let sets = if n_acc < 6 { (8 / n_acc.max(1)).clamp(1, k_unroll as usize) } else { 1 };
         for _ in 1..sets {
             let z = self.gemm_zero(int8);
             let zv = self.b.ins().splat(acc_vt, z);
@@ -321,12 +323,12 @@ impl<'k, 'f> Cg<'k, 'f> {
         init.push(b_ptr);
         // Steps of `unit` k (an 8-bit block's length is a multiple of 4).
         let klen = (at.kb.len / unit) as i64;
-        let k_main = (klen / K_UNROLL) * K_UNROLL;
+        let k_main = (klen / k_unroll) * k_unroll;
         let step = |cg: &mut Self, carried: Vec<Value>, unroll: i64| -> Vec<Value> {
             let (mut all, ptrs) = (carried[..carried.len() - 2].to_vec(), &carried[carried.len() - 2..]);
             let (ap, bp) = (ptrs[0], ptrs[1]);
             for u in 0..unroll {
-                let set = if unroll == K_UNROLL { u as usize % sets } else { 0 };
+                let set = if unroll == k_unroll { u as usize % sets } else { 0 };
                 if let GemmElem::Int8 { a_signed, b_signed } = g.elem {
                     // Four k per step: B's vector v holds columns 4v..4v+4, four bytes each; A's
                     // four bytes of row r are broadcast to every lane.
@@ -409,7 +411,7 @@ impl<'k, 'f> Cg<'k, 'f> {
         if k_main > 0 {
             let start = self.iconst64(0);
             let end = self.iconst64(k_main);
-            let (_, out) = self.build_loop(start, end, K_UNROLL, &carried, |cg, _kk, c| step(cg, c, K_UNROLL));
+            let (_, out) = self.build_loop(start, end, k_unroll, &carried, |cg, _kk, c| step(cg, c, k_unroll));
             carried = out;
         }
         for _ in k_main..klen {

@@ -127,7 +127,7 @@ impl JitProgram {
             let t = std::time::Instant::now();
             // SAFETY: the argument table matches the kernel's buffers.
             let st = unsafe {
-                match (&self.pool, k.parallel_worthwhile()) {
+                match (&self.pool, k.is_parallel()) {
                     (Some(p), true) => p.parallel_for(f, args.as_ptr(), n),
                     _ => f(args.as_ptr(), 0, n),
                 }

@@ -11,6 +11,7 @@
 //! and linear-form reasoning, so that views (reshape, slice, pad, ...) composed by substitution cost
 //! no division or bounds check when they provably need none.
 
+use crate::schedule::{GemmTile, Parallel, Schedule};
 use odc_ir::{DType, ReduceOp};
 use std::collections::HashMap;
 use std::fmt;
@@ -178,13 +179,10 @@ pub struct GemmOperand {
 /// `out[b.., i, j] = epilogue(sum_k A[b.., i, k] * B[b.., k, j], b.., i, j)` for f32.
 ///
 /// The domain is `batch.., i (m), j (n)`; `epilogue` is an expression over those variables and
-/// [`Expr::Acc`]. The code generator tiles `i` by `mr` and `j` by `nr` (a multiple of the vector
-/// width) and keeps the `mr x nr` accumulators in registers over the `k` loop.
-///
-/// Cache blocking: `k` runs in blocks of `kc` and `i` in blocks of `mc` rows, so an `mc x kc`
-/// block of A stays in L2 while every column block of the thread's range passes over it, and a
-/// `kc x nr` sliver of B stays in L1 across the row blocks. Partial sums of the earlier `k`
-/// blocks are kept in the output; the epilogue runs after the last.
+/// [`Expr::Acc`]. The kernel's schedule holds the register tile (`mr x nr` accumulators kept in
+/// registers over the `k` loop) and the cache blocks (`kc`, `mc`); packed operands are laid out
+/// for that tile. Partial sums of the earlier `k` blocks are kept in the output; the epilogue
+/// runs after the last.
 #[derive(Clone, Debug)]
 pub struct Gemm {
     pub m: usize,
@@ -192,10 +190,6 @@ pub struct Gemm {
     pub k: usize,
     pub a: GemmOperand,
     pub b: GemmOperand,
-    pub mr: usize,
-    pub nr: usize,
-    pub kc: usize,
-    pub mc: usize,
     pub elem: GemmElem,
     pub epilogue: E,
 }
@@ -212,29 +206,6 @@ pub enum GemmElem {
     Int8 { a_signed: bool, b_signed: bool },
 }
 
-/// Bytes of A kept in L2 per block and of B per L1 sliver (conservative for phone cores).
-const GEMM_L2_BLOCK: usize = 256 * 1024;
-const GEMM_KC_TARGET: usize = 384;
-
-/// The cache blocking (`kc`, `mc`) of an `m x n x k` f32 GEMM with register tile `mr`: `k`
-/// unblocked up to 512, else split into near-equal blocks of about 384 (a multiple of 4);
-/// rows unblocked while `m x kc` floats fit [`GEMM_L2_BLOCK`], else the largest multiple of
-/// `mr` that does.
-pub fn gemm_blocking(m: usize, k: usize, mr: usize) -> (usize, usize) {
-    let kc = if k <= 512 {
-        k
-    } else {
-        let blocks = k.div_ceil(GEMM_KC_TARGET);
-        k.div_ceil(blocks).div_ceil(4) * 4
-    };
-    let rows = (GEMM_L2_BLOCK / (4 * kc.max(1))).max(mr);
-    let mc = if m <= rows { m } else { (rows / mr).max(1) * mr };
-    (kc, mc)
-}
-
-/// Estimated single-thread time below which a kernel runs on the calling thread only.
-pub const PARALLEL_MIN_NS: f64 = 20_000.0;
-
 /// A complete kernel.
 #[derive(Clone, Debug)]
 pub struct Kernel {
@@ -247,6 +218,8 @@ pub struct Kernel {
     pub nodes: Vec<Expr>,
     pub types: Vec<DType>,
     pub var_extents: Vec<i64>,
+    /// How the loop nest runs (see [`crate::schedule`]).
+    pub schedule: Schedule,
 }
 
 impl Kernel {
@@ -264,16 +237,31 @@ impl Kernel {
         self.domain.iter().map(|&v| self.extent(v)).product()
     }
 
-    /// Iterations of the outermost (parallel) loop: the first domain variable, or for a GEMM
-    /// the batch points times the column blocks.
+    /// Iterations of the loop split across threads (the range `lo..hi` the kernel function
+    /// takes): the schedule's flattened outer loops, or for a GEMM the batch points times the
+    /// column blocks; the outermost loop when the kernel runs sequentially.
     pub fn outer_extent(&self) -> i64 {
-        match &self.body {
-            Body::Gemm(g) => {
+        match (self.schedule.parallel, &self.body, self.schedule.tile) {
+            (Parallel::Outer { iterations, .. } | Parallel::ColumnBlocks { iterations }, ..) => iterations,
+            (Parallel::Sequential, Body::Gemm(g), Some(t)) => {
                 let batch: i64 = self.domain[..self.domain.len() - 2].iter().map(|&v| self.extent(v)).product();
-                batch * (g.n.div_ceil(g.nr)) as i64
+                batch * (g.n.div_ceil(t.nr)) as i64
             }
             _ => self.extent(self.domain[0]),
         }
+    }
+
+    /// Outer loops flattened into the first loop of the kernel function.
+    pub fn flattened_outer_loops(&self) -> usize {
+        match self.schedule.parallel {
+            Parallel::Outer { loops, .. } => loops,
+            _ => 1,
+        }
+    }
+
+    /// The tile of a GEMM kernel (chosen at lowering, see [`crate::schedule::gemm_tile`]).
+    pub fn gemm_tile(&self) -> GemmTile {
+        self.schedule.tile.expect("GEMM kernels are lowered with a tile")
     }
     /// Operands of a node.
     pub fn operands(&self, e: E) -> Vec<E> {
@@ -380,10 +368,9 @@ impl Kernel {
         self.domain_size() as f64 * nodes * reduce / 4.0
     }
 
-    /// Worth splitting across threads: parallel-safe, more than one outer iteration, and
-    /// enough work to repay waking the other threads (about [`PARALLEL_MIN_NS`]).
-    pub fn parallel_worthwhile(&self) -> bool {
-        self.parallel_safe() && self.outer_extent() >= 2 && self.estimated_ns() >= PARALLEL_MIN_NS
+    /// Split across the thread pool (decided by the schedule).
+    pub fn is_parallel(&self) -> bool {
+        self.schedule.parallel != Parallel::Sequential
     }
 }
 
@@ -470,6 +457,7 @@ impl KernelBuilder {
             nodes: self.nodes,
             types: self.types,
             var_extents: self.var_extents,
+            schedule: Schedule::default(),
         }
     }
 
@@ -1254,6 +1242,7 @@ impl fmt::Display for Kernel {
         }
         let dom: Vec<String> = self.domain.iter().map(|v| format!("v{}<{}", v.0, self.extent(*v))).collect();
         writeln!(f, "  domain: {}", dom.join(", "))?;
+        writeln!(f, "  schedule: {}", self.schedule)?;
         let roots = self.body.roots();
         let mut live = vec![false; self.nodes.len()];
         let mut stack = roots.clone();
@@ -1276,8 +1265,8 @@ impl fmt::Display for Kernel {
             Body::Scatter { index, value } => writeln!(f, "  out[e{}] = e{}", index.0, value.0),
             Body::Gemm(g) => writeln!(
                 f,
-                "  gemm m={} n={} k={} tile {}x{}: A buf{} (base e{}, strides {}x{}, panel {:?}), B buf{} (base e{}, strides {}x{}, panel {:?}); out = e{}",
-                g.m, g.n, g.k, g.mr, g.nr, g.a.buf, g.a.base.0, g.a.row_stride, g.a.col_stride, g.a.panel, g.b.buf, g.b.base.0,
+                "  gemm m={} n={} k={}: A buf{} (base e{}, strides {}x{}, panel {:?}), B buf{} (base e{}, strides {}x{}, panel {:?}); out = e{}",
+                g.m, g.n, g.k, g.a.buf, g.a.base.0, g.a.row_stride, g.a.col_stride, g.a.panel, g.b.buf, g.b.base.0,
                 g.b.row_stride, g.b.col_stride, g.b.panel, g.epilogue.0
             ),
         }

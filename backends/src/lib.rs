@@ -3,6 +3,8 @@
 //! ```text
 //! Graph ──lower──► Program (kernels in kernel IR + buffers + steps)
 //!                    │  math: transcendentals and storage formats as kernel-IR expressions
+//!                    │  schedule: register tile, cache blocks, vector width, unrolling,
+//!                    │            loop order and parallel loop of each kernel
 //!                    ▼
 //!              codegen (one Cranelift function per kernel) + module (driver `run`)
 //!                    ▼
@@ -25,6 +27,7 @@ pub mod kernel;
 pub mod lower;
 pub mod math;
 pub mod module;
+pub mod schedule;
 pub mod target;
 
 pub use jit::{host_isa, JitEvaluator, JitProgram, OptLevel, RunBuffers, RunError};

@@ -13,8 +13,9 @@
 //! compile time.
 
 use crate::fusion::FusionPlan;
-use crate::kernel::{gemm_blocking, raw_type, Body, Gemm, GemmElem, GemmOperand, Kernel, KernelBuilder, E};
+use crate::kernel::{raw_type, Body, Gemm, GemmElem, GemmOperand, Kernel, KernelBuilder, E};
 use crate::math;
+use crate::schedule::{self, GemmTile, Machine};
 use odc_ir::{Bytes, DType, Graph, IrError, NodeId, Op, OpFamily, PadMode, ReduceOp, ScatterReduction, Tensor};
 use std::collections::{HashMap, HashSet};
 
@@ -79,18 +80,25 @@ pub struct Program {
 /// Alignment of every arena buffer.
 pub const ARENA_ALIGN: usize = 64;
 
-/// Target-dependent lowering choices (see `module::lower_options_for`).
+/// The target as lowering sees it (see `module::lower_options_for`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LowerOptions {
-    /// GEMM register tile: rows of A.
-    pub gemm_mr: usize,
-    /// GEMM register tile: columns of B (a multiple of 4 when vectorising).
-    pub gemm_nr: usize,
+    /// The core the schedules are chosen for.
+    pub machine: Machine,
+    /// Force every GEMM's register tile `(mr, nr)` (`nr` a multiple of 4) instead of the
+    /// scheduler's choice, for experiments.
+    pub gemm_tile: Option<(usize, usize)>,
 }
 
 impl Default for LowerOptions {
     fn default() -> Self {
-        LowerOptions { gemm_mr: 6, gemm_nr: 8 }
+        LowerOptions { machine: Machine::X86_64, gemm_tile: None }
+    }
+}
+
+impl LowerOptions {
+    fn tile(&self, m: usize, k: usize) -> GemmTile {
+        schedule::gemm_tile(m, k, &self.machine, self.gemm_tile)
     }
 }
 
@@ -164,6 +172,7 @@ pub fn lower(g: &Graph, plan: &FusionPlan, opts: &LowerOptions) -> Result<Progra
     let mut prog = st.prog;
     remove_dead_steps(&mut prog);
     plan_arena(&mut prog);
+    schedule::schedule_program(&mut prog, &opts.machine);
     Ok(prog)
 }
 
@@ -423,7 +432,6 @@ impl<'g> LowerState<'g> {
     /// Lower contraction `c` as a GEMM whose epilogue computes `root` (which may be `c`).
     fn lower_gemm(&mut self, c: NodeId, root: NodeId, out: usize, name: &str) -> Result<(), IrError> {
         let g = self.g;
-        let (mr, nr) = (self.opts.gemm_mr, self.opts.gemm_nr);
         let ops = g.operands(c);
         if let Some((a8, b8)) = crate::fusion::int8_matmul(g, c) {
             return self.lower_int8_matmul(c, root, out, name, a8, b8);
@@ -434,6 +442,8 @@ impl<'g> LowerState<'g> {
                 let osh = g.ty(c).shape.clone();
                 let r = osh.len();
                 let (m, n, k) = (osh[r - 2], osh[r - 1], ash[ash.len() - 1]);
+                let tile = self.opts.tile(m, k);
+                let nr = tile.nr;
                 let a_buf = self.dense_buffer(ops[0])?;
                 let b_packed = match &g.node(ops[1]).op {
                     Op::Constant(t) => {
@@ -462,8 +472,7 @@ impl<'g> LowerState<'g> {
                     padded_cols: b_packed.is_some(),
                 };
                 let epilogue = kl.epilogue(root, &idx)?;
-                let (kc, mc) = gemm_blocking(m, k, mr);
-                let (kern, args) = kl.finish(name.to_string(), vars, Body::Gemm(Gemm { m, n, k, a, b, mr, nr, kc, mc, elem: GemmElem::F32, epilogue }));
+                let (kern, args) = kl.finish_gemm(name.to_string(), vars, Gemm { m, n, k, a, b, elem: GemmElem::F32, epilogue }, tile);
                 self.push_kernel(kern, args);
             }
             Op::Conv(_) if winograd::eligible(g, c) => self.lower_winograd(c, root, out, name)?,
@@ -477,6 +486,8 @@ impl<'g> LowerState<'g> {
                 let ksp: usize = ws[2..].iter().product();
                 let kk = cg * ksp;
                 let p: usize = osh[2..].iter().product();
+                let tile = self.opts.tile(mg, kk);
+                let mr = tile.mr;
                 // A: the weights, packed per group when constant.
                 let (a_buf, a_packed) = match &g.node(ops[1]).op {
                     Op::Constant(t) => {
@@ -528,9 +539,7 @@ impl<'g> LowerState<'g> {
                 ridx.extend(kl.kb.unflatten(j, &osh[2..]));
                 let _ = sp;
                 let epilogue = kl.epilogue(root, &ridx)?;
-                let (kc, mc) = gemm_blocking(mg, kk, mr);
-                let (kern, args) =
-                    kl.finish(name.to_string(), vars, Body::Gemm(Gemm { m: mg, n: p, k: kk, a, b, mr, nr, kc, mc, elem: GemmElem::F32, epilogue }));
+                let (kern, args) = kl.finish_gemm(name.to_string(), vars, Gemm { m: mg, n: p, k: kk, a, b, elem: GemmElem::F32, epilogue }, tile);
                 self.push_kernel(kern, args);
             }
             other => return Err(IrError::new(format!("{} is not a contraction", other.name()))),
@@ -543,11 +552,12 @@ impl<'g> LowerState<'g> {
     #[allow(clippy::too_many_arguments)]
     fn lower_int8_matmul(&mut self, c: NodeId, root: NodeId, out: usize, name: &str, a8: (NodeId, bool), b8: (NodeId, bool)) -> Result<(), IrError> {
         let g = self.g;
-        let (mr, nr) = (self.opts.gemm_mr, self.opts.gemm_nr);
         let (ash, bsh, osh) = (g.ty(a8.0).shape.clone(), g.ty(b8.0).shape.clone(), g.ty(c).shape.clone());
         let r = osh.len();
         let (m, n, k) = (osh[r - 2], osh[r - 1], ash[ash.len() - 1]);
         let k4 = k.div_ceil(4) * 4;
+        let tile = schedule::int8_gemm_tile(m, k4, &self.opts.machine, self.opts.gemm_tile);
+        let nr = tile.nr;
         // A: dense bytes, rows padded to k4.
         let a_buf = if k4 == k {
             self.dense_buffer(a8.0)?
@@ -574,11 +584,9 @@ impl<'g> LowerState<'g> {
         let a = GemmOperand { buf: kl.slot(a_buf), base: a_base, row_stride: k4 as i64, col_stride: 1, panel: None, padded_cols: false };
         let b = GemmOperand { buf: kl.slot(b_buf), base: b_base, row_stride: nr as i64, col_stride: 1, panel: Some(panel), padded_cols: true };
         let epilogue = kl.epilogue(root, &idx)?;
-        // No k blocking: partial sums would need an i32 output.
-        let (_, mc) = gemm_blocking(m, k4, mr);
         let elem = GemmElem::Int8 { a_signed: a8.1, b_signed: b8.1 };
-        let gemm = Gemm { m, n, k: k4, a, b, mr, nr, kc: k4, mc, elem, epilogue };
-        let (kern, args) = kl.finish(name.to_string(), vars, Body::Gemm(gemm));
+        let gemm = Gemm { m, n, k: k4, a, b, elem, epilogue };
+        let (kern, args) = kl.finish_gemm(name.to_string(), vars, gemm, tile);
         self.push_kernel(kern, args);
         Ok(())
     }
@@ -767,6 +775,13 @@ impl<'s, 'g> KernelLowering<'s, 'g> {
 
     fn finish(self, name: String, domain: Vec<crate::kernel::Var>, body: Body) -> (Kernel, Vec<usize>) {
         (self.kb.finish(name, domain, body), self.args)
+    }
+
+    /// A GEMM kernel with its register tile and cache blocks.
+    fn finish_gemm(self, name: String, domain: Vec<crate::kernel::Var>, gemm: Gemm, tile: GemmTile) -> (Kernel, Vec<usize>) {
+        let (mut k, args) = self.finish(name, domain, Body::Gemm(gemm));
+        k.schedule.tile = Some(tile);
+        (k, args)
     }
 
     /// The value of node `n` at multi-index `idx`, in its compute type.

@@ -120,18 +120,16 @@ pub fn options_for(isa: &dyn TargetIsa) -> CodegenOptions {
     CodegenOptions { vectorize, has_fma, native_rounding, gemm_fma, gemm_shared_broadcast_rows, native_fminmax, dot_unsigned_first }
 }
 
-/// Lowering choices that depend on the target: the GEMM register tile (`mr` rows of A broadcast,
-/// `nr` columns of B in vectors) sized to the register file: 16 xmm on x86_64 (6x8: 12
-/// accumulators + 2 B vectors + 1 broadcast), 32 v-registers on aarch64 (8x12: 24 + 3 + 1), and
-/// scalar 4x4 where there is no SIMD (riscv64 without V: 16 of 32 f-registers).
+/// The target as the lowering and the scheduler see it: x86_64 and aarch64 with 128-bit SIMD,
+/// anything else (riscv64 without V) scalar.
 pub fn lower_options_for(isa: &dyn TargetIsa) -> crate::lower::LowerOptions {
-    let opts = options_for(isa);
-    let (mr, nr) = match isa.triple().architecture {
-        _ if !opts.vectorize => (4, 4),
-        target_lexicon::Architecture::Aarch64(_) => (8, 12),
-        _ => (6, 8),
+    use crate::schedule::Machine;
+    let machine = match isa.triple().architecture {
+        _ if !options_for(isa).vectorize => Machine::SCALAR,
+        target_lexicon::Architecture::Aarch64(_) => Machine::AARCH64,
+        _ => Machine::X86_64,
     };
-    crate::lower::LowerOptions { gemm_mr: mr, gemm_nr: nr }
+    crate::lower::LowerOptions { machine, gemm_tile: None }
 }
 
 /// Define every kernel, the weights, the descriptor and the three entry points in `m`.
@@ -458,7 +456,7 @@ fn define_run<M: Module>(
             let hi = b.ins().iconst(types::I64, extent);
             let done = b.create_block();
             let st = b.append_block_param(done, types::I32);
-            if k.parallel_worthwhile() {
+            if k.is_parallel() {
                 let par = b.create_block();
                 let seq = b.create_block();
                 let has_pf = b.ins().icmp_imm_s(IntCC::NotEqual, pf, 0);

@@ -2,7 +2,7 @@
 //! output, row blocks, row and column tails), with and without a fused epilogue, against an
 //! f64 reference.
 
-use odc_backends::kernel::gemm_blocking;
+use odc_backends::schedule::cache_blocks;
 use odc_backends::{lower, JitProgram, LowerOptions, OptLevel};
 use odc_ir::{BinaryOp, DType, Graph, Op, Tensor, TensorType};
 
@@ -53,8 +53,8 @@ fn check(m: usize, k: usize, n: usize, const_b: bool, epilogue: bool) {
 
 #[test]
 fn blocking_heuristic_splits_k_and_rows() {
-    assert_eq!(gemm_blocking(64, 512, 6), (512, 64), "small problems are not blocked");
-    let (kc, mc) = gemm_blocking(200, 1100, 6);
+    assert_eq!(cache_blocks(64, 512, 6), (512, 64), "small problems are not blocked");
+    let (kc, mc) = cache_blocks(200, 1100, 6);
     assert!(kc % 4 == 0 && kc < 1100 && 1100_usize.div_ceil(kc) == 3, "kc {kc}");
     assert!(mc % 6 == 0 && mc < 200 && mc * kc * 4 <= 256 * 1024, "mc {mc}");
 }

@@ -14,7 +14,7 @@
 //! The transforms are straight-line sums with constant coefficients (zeros skipped, ±1 as
 //! adds), so they cost a few adds per element next to the GEMM's `2 * Co` flops.
 
-use super::{gemm_blocking, pack_a, BufferKind, KernelLowering, LowerState};
+use super::{pack_a, BufferKind, KernelLowering, LowerState};
 use crate::kernel::{Body, Gemm, GemmElem, GemmOperand, KernelBuilder, Store, E};
 use odc_ir::{DType, Graph, IrError, NodeId, Op, PadMode, Scalar, Tensor, TensorType};
 
@@ -133,7 +133,8 @@ impl<'g> LowerState<'g> {
         let (oh, ow) = (os[2], os[3]);
         let (ty_n, tx_n) = (oh.div_ceil(T_OUT), ow.div_ceil(T_OUT));
         let tiles = nb * ty_n * tx_n;
-        let (mr, nr) = (self.opts.gemm_mr, self.opts.gemm_nr);
+        let tile = self.opts.tile(co, ci);
+        let mr = tile.mr;
 
         // 1. Weights.
         let Op::Constant(wt) = &g.node(w).op else { unreachable!("checked by eligible") };
@@ -206,9 +207,8 @@ impl<'g> LowerState<'g> {
             let a = GemmOperand { buf: kl.slot(u_buf), base: a_base, row_stride: ci as i64, col_stride: 1, panel: Some((ci * mr) as i64), padded_cols: false };
             let b = GemmOperand { buf: kl.slot(v_buf), base: b_base, row_stride: tiles as i64, col_stride: 1, panel: None, padded_cols: false };
             let epilogue = kl.kb.acc();
-            let (kc, mc) = gemm_blocking(co, ci, mr);
-            let gemm = Gemm { m: co, n: tiles, k: ci, a, b, mr, nr, kc, mc, elem: GemmElem::F32, epilogue };
-            let (k, args) = kl.finish(format!("{name}_winograd_gemm"), vars, Body::Gemm(gemm));
+            let gemm = Gemm { m: co, n: tiles, k: ci, a, b, elem: GemmElem::F32, epilogue };
+            let (k, args) = kl.finish_gemm(format!("{name}_winograd_gemm"), vars, gemm, tile);
             self.push_kernel(k, args);
         }
 

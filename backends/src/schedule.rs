@@ -1,0 +1,279 @@
+//! Schedules: how each kernel's loop nest runs on the target.
+//!
+//! As in Halide, the algorithm and its schedule are kept apart: a kernel's [`Body`] says what is
+//! computed, its [`Schedule`] how: the GEMM register tile and cache blocks, the vector width,
+//! the unrolling, the loop order and the loop split across threads. The heuristics that choose
+//! them live here, each with its reasoning, and read only the kernel's shapes and a [`Machine`]
+//! description of the target. The lowering asks for a GEMM's tile before packing its weights
+//! (the packed layout depends on it); [`schedule_program`] fills in everything else after
+//! lowering. The code generator obeys a schedule and never makes these choices itself.
+//!
+//! Loop order (fixed by body kind, recorded in [`LoopOrder`]):
+//! - a map runs its output axes outermost first, so the innermost loop (the vector loop)
+//!   walks the output's contiguous axis and stores whole vectors;
+//! - a GEMM runs `k` blocks ⊃ row blocks of `mc` ⊃ column blocks of `nr` (over the batch) ⊃
+//!   row tiles of `mr` ⊃ `k` steps: an `mc x kc` block of A stays in L2 while every column
+//!   block passes over it, and a `kc x nr` sliver of B stays in L1 across the row tiles.
+
+use crate::kernel::{Body, Kernel};
+use std::fmt;
+
+/// What the scheduler knows about a target's core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Machine {
+    /// f32 lanes per SIMD register: 4 (128-bit SSE/AVX and NEON, all Cranelift emits), or 1
+    /// without SIMD.
+    pub lanes: usize,
+    /// Registers a GEMM microkernel may keep live: SIMD registers, or FP registers without SIMD.
+    pub registers: usize,
+    /// The multiply-accumulate writes its accumulator in place (aarch64 `fmla`). Otherwise
+    /// (x86_64's `vmulps` + `vaddps`, see `CodegenOptions::gemm_fma`) each product needs a
+    /// scratch register.
+    pub fma_in_place: bool,
+    /// A's elements are loaded `lanes` rows at a time and used by lane (aarch64's `fmla` by
+    /// element); otherwise each row is broadcast into one register.
+    pub a_by_lane: bool,
+    /// Vector multiply-adds and loads the core issues per cycle.
+    pub fma_per_cycle: usize,
+    pub loads_per_cycle: usize,
+}
+
+impl Machine {
+    /// x86_64: 16 xmm registers, two FMA-rate pipe pairs, two load ports.
+    pub const X86_64: Machine = Machine { lanes: 4, registers: 16, fma_in_place: false, a_by_lane: false, fma_per_cycle: 2, loads_per_cycle: 2 };
+    /// aarch64 (NEON): 32 v-registers, `fmla` by element.
+    pub const AARCH64: Machine = Machine { lanes: 4, registers: 32, fma_in_place: true, a_by_lane: true, fma_per_cycle: 2, loads_per_cycle: 2 };
+    /// No SIMD (riscv64 without V): 24 of the 32 f-registers (the rest stay free for the
+    /// epilogue and address arithmetic), one FMA and one load per cycle.
+    pub const SCALAR: Machine = Machine { lanes: 1, registers: 24, fma_in_place: true, a_by_lane: false, fma_per_cycle: 1, loads_per_cycle: 1 };
+}
+
+/// The register tile and cache blocking of a GEMM kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmTile {
+    /// Rows of A per microkernel.
+    pub mr: usize,
+    /// Columns of B per microkernel (a multiple of 4).
+    pub nr: usize,
+    /// How far the microkernel's `k` loop is unrolled.
+    pub k_unroll: usize,
+    /// `k` block length (partial sums are kept in the output between blocks).
+    pub kc: usize,
+    /// Rows per L2 block of A.
+    pub mc: usize,
+}
+
+/// The loop split across the thread pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parallel {
+    /// Runs on the calling thread: not safe to split (a scatter, a packed output) or too
+    /// little work to repay waking the other threads.
+    Sequential,
+    /// A map's outermost `loops` loops, flattened into one of `iterations`.
+    Outer { loops: usize, iterations: i64 },
+    /// A GEMM's (batch point, column block) pairs.
+    ColumnBlocks { iterations: i64 },
+}
+
+/// The loop nest's shape (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoopOrder {
+    /// Output axes outermost first.
+    OutputAxes,
+    /// `k` blocks, row blocks, column blocks, row tiles, `k` steps.
+    GemmBlocked,
+    /// Update points in order (scatters run sequentially).
+    UpdateAxes,
+}
+
+/// How one kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    pub order: LoopOrder,
+    pub parallel: Parallel,
+    /// Lanes of the innermost output loop (of a GEMM's column vectors): 4 or 1 (scalar).
+    pub vector_lanes: usize,
+    /// Reductions of at most this many steps are fully unrolled.
+    pub unroll_reduce: i64,
+    /// A GEMM's tile; `None` for other kernels.
+    pub tile: Option<GemmTile>,
+}
+
+impl Default for Schedule {
+    /// Sequential and scalar: correct for every kernel, fast for none.
+    fn default() -> Self {
+        Schedule { order: LoopOrder::OutputAxes, parallel: Parallel::Sequential, vector_lanes: 1, unroll_reduce: UNROLL_REDUCE, tile: None }
+    }
+}
+
+/// Reductions of at most this many steps (convolution and pooling windows) are unrolled, so
+/// their indices become constants and their loads plain offsets.
+pub const UNROLL_REDUCE: i64 = 8;
+
+/// Estimated single-thread time below which a kernel runs on the calling thread only: waking
+/// a pool thread and joining it costs a few microseconds (measured with `odc bench --threads 2`
+/// on the bench models).
+pub const PARALLEL_MIN_NS: f64 = 20_000.0;
+
+/// A map's parallel loop is made of its outer loops flattened until it has at least this many
+/// iterations (or only the innermost loop is left), so that two to four threads get near-equal
+/// shares: splitting a 3-channel image by channel leaves one of two threads idle a third of the
+/// time.
+pub const PARALLEL_MIN_ITERATIONS: i64 = 64;
+
+/// The microkernel's `k` unroll: enough independent loads in flight per step, small code.
+pub const K_UNROLL: usize = 4;
+
+/// Bytes of A kept in L2 per block (conservative for phone cores).
+const L2_BLOCK_BYTES: usize = 256 * 1024;
+/// `k` block length aimed at when `k` is split: a `kc x nr` sliver of B is 12 KB at `nr` 8.
+const KC_TARGET: usize = 384;
+/// `k` up to this length runs unblocked.
+const KC_MAX_UNBLOCKED: usize = 512;
+
+/// The register tile `(mr, nr)` for `machine`: the tile with the highest multiply-add rate per
+/// cycle, where a step of `k` costs `mr * nr / lanes` multiply-adds and `nr / lanes` B loads
+/// plus `mr` A broadcasts (`mr / lanes` vector loads when A is used by lane), issued at the
+/// machine's rates; ties go to more accumulators (more reuse per load), then fewer loads, then
+/// wider tiles. Only tiles whose accumulators, B vectors, A registers and scratch fit the
+/// register file are considered, with `nr` a multiple of 4 (the int8 dot-product panels and the
+/// f32x4 vectors both want it). This gives 6x8 on x86_64 (12 accumulators + 2 B + 1 broadcast +
+/// 1 scratch = 16 xmm), 8x12 on aarch64 (24 + 3 + 2 = 29 of 32) and 4x4 without SIMD.
+pub fn register_tile(machine: &Machine) -> (usize, usize) {
+    let lanes = machine.lanes.max(1);
+    let mut best: Option<((f64, usize, i64, usize), (usize, usize))> = None;
+    for nr in (4..=16).step_by(4) {
+        let nv = nr / lanes;
+        for mr in 1..=16 {
+            if machine.a_by_lane && mr % lanes != 0 {
+                continue;
+            }
+            let acc = mr * nv;
+            let a_regs = if machine.a_by_lane { mr / lanes } else { 1 };
+            let scratch = usize::from(!machine.fma_in_place);
+            if acc + nv + a_regs + scratch > machine.registers {
+                continue;
+            }
+            let loads = nv + if machine.a_by_lane { mr / lanes } else { mr };
+            let cycles = (acc as f64 / machine.fma_per_cycle as f64).max(loads as f64 / machine.loads_per_cycle as f64);
+            let key = (acc as f64 / cycles, acc, -(loads as i64), nr);
+            if best.as_ref().is_none_or(|(k, _)| key.partial_cmp(k) == Some(std::cmp::Ordering::Greater)) {
+                best = Some((key, (mr, nr)));
+            }
+        }
+    }
+    best.map_or((4, 4), |(_, t)| t)
+}
+
+/// The cache blocking (`kc`, `mc`) of an `m x k` A with register tile `mr`: `k` unblocked up to
+/// 512, else split into near-equal blocks of about 384 (a multiple of 4); rows unblocked while
+/// `m x kc` floats fit the L2 block, else the largest multiple of `mr` that does.
+pub fn cache_blocks(m: usize, k: usize, mr: usize) -> (usize, usize) {
+    let kc = if k <= KC_MAX_UNBLOCKED {
+        k
+    } else {
+        let blocks = k.div_ceil(KC_TARGET);
+        k.div_ceil(blocks).div_ceil(4) * 4
+    };
+    let rows = (L2_BLOCK_BYTES / (4 * kc.max(1))).max(mr);
+    let mc = if m <= rows { m } else { (rows / mr).max(1) * mr };
+    (kc, mc)
+}
+
+/// The tile of an f32 `m x n x k` GEMM on `machine` (`(mr, nr)` forced when given).
+pub fn gemm_tile(m: usize, k: usize, machine: &Machine, forced: Option<(usize, usize)>) -> GemmTile {
+    let (mr, nr) = forced.unwrap_or_else(|| register_tile(machine));
+    let (kc, mc) = cache_blocks(m, k, mr);
+    GemmTile { mr, nr, k_unroll: K_UNROLL, kc, mc }
+}
+
+/// The tile of an 8-bit GEMM: no `k` blocking, since partial sums would need an i32 output.
+pub fn int8_gemm_tile(m: usize, k4: usize, machine: &Machine, forced: Option<(usize, usize)>) -> GemmTile {
+    GemmTile { kc: k4, ..gemm_tile(m, k4, machine, forced) }
+}
+
+/// Complete `k`'s schedule (its GEMM tile, if any, was chosen at lowering):
+/// - vectors of `machine.lanes` on the innermost output loop when the kernel writes f32 and
+///   that loop has at least `lanes` iterations (a GEMM: when B's columns are contiguous);
+/// - the outer loop split across threads when that is safe, has at least two iterations, and
+///   the estimated work exceeds [`PARALLEL_MIN_NS`]; a map's outer loops are flattened into
+///   the parallel loop up to [`PARALLEL_MIN_ITERATIONS`].
+pub fn schedule_kernel(k: &Kernel, machine: &Machine) -> Schedule {
+    let lanes = machine.lanes.max(1);
+    let f32_out = k.bufs[0].dtype == odc_ir::DType::F32;
+    let (order, vector) = match &k.body {
+        Body::Map { .. } => {
+            let inner = *k.domain.last().expect("a kernel has at least one loop");
+            (LoopOrder::OutputAxes, f32_out && k.extent(inner) >= lanes as i64)
+        }
+        Body::Gemm(g) => (LoopOrder::GemmBlocked, g.b.col_stride == 1),
+        Body::Scatter { .. } => (LoopOrder::UpdateAxes, false),
+    };
+    let parallel = match &k.body {
+        _ if !k.parallel_safe() || k.estimated_ns() < PARALLEL_MIN_NS => Parallel::Sequential,
+        Body::Gemm(g) => {
+            let t = k.schedule.tile.expect("GEMM kernels are lowered with a tile");
+            let batch: i64 = k.domain[..k.domain.len() - 2].iter().map(|&v| k.extent(v)).product();
+            let iterations = batch * g.n.div_ceil(t.nr) as i64;
+            if iterations < 2 { Parallel::Sequential } else { Parallel::ColumnBlocks { iterations } }
+        }
+        _ => {
+            let (mut loops, mut iterations) = (1, k.extent(k.domain[0]));
+            while iterations < PARALLEL_MIN_ITERATIONS && loops + 1 < k.domain.len() {
+                iterations *= k.extent(k.domain[loops]);
+                loops += 1;
+            }
+            if iterations < 2 { Parallel::Sequential } else { Parallel::Outer { loops, iterations } }
+        }
+    };
+    Schedule { order, parallel, vector_lanes: if vector { lanes } else { 1 }, unroll_reduce: UNROLL_REDUCE, tile: k.schedule.tile }
+}
+
+/// Schedule every kernel of a lowered program.
+pub fn schedule_program(prog: &mut crate::Program, machine: &Machine) {
+    for k in &mut prog.kernels {
+        k.schedule = schedule_kernel(k, machine);
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.parallel {
+            Parallel::Sequential => write!(f, "sequential")?,
+            Parallel::Outer { loops: 1, iterations } => write!(f, "parallel outer loop ({iterations} iterations)")?,
+            Parallel::Outer { loops, iterations } => write!(f, "parallel outer {loops} loops flattened ({iterations} iterations)")?,
+            Parallel::ColumnBlocks { iterations } => write!(f, "parallel column blocks ({iterations})")?,
+        }
+        write!(f, ", vector {}", self.vector_lanes)?;
+        match self.tile {
+            Some(t) => write!(f, ", tile {}x{}, k unroll {}, kc {}, mc {}", t.mr, t.nr, t.k_unroll, t.kc, t.mc),
+            None => write!(f, ", unroll reductions <= {}", self.unroll_reduce),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_tiles_fit_each_register_file() {
+        assert_eq!(register_tile(&Machine::X86_64), (6, 8));
+        assert_eq!(register_tile(&Machine::AARCH64), (8, 12));
+        assert_eq!(register_tile(&Machine::SCALAR), (4, 4));
+        // A bigger register file buys a bigger tile.
+        let wide = Machine { registers: 32, ..Machine::X86_64 };
+        let (mr, nr) = register_tile(&wide);
+        assert!(mr * nr > 48, "{mr}x{nr}");
+    }
+
+    #[test]
+    fn cache_blocks_split_long_k_and_tall_a() {
+        assert_eq!(cache_blocks(128, 256, 6), (256, 128));
+        // k = 4608 → 12 blocks of 384; 256 KB / (4 * 384) = 170 rows → 168 (a multiple of 6).
+        assert_eq!(cache_blocks(512, 4608, 6), (384, 168));
+        let (kc, _) = cache_blocks(64, 1000, 6);
+        assert_eq!(kc % 4, 0);
+        assert!(kc * 3 >= 1000 && kc < 1000);
+    }
+}
