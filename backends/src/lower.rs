@@ -417,6 +417,7 @@ impl<'g> LowerState<'g> {
                 let (k, args) = kl.finish(format!("{name}_scatter"), vars, Body::Scatter { index: flat, value });
                 self.push_kernel(k, args);
             }
+            _ if self.window_over_pad(n).is_some() => self.lower_window_boxes(n, out, &name)?,
             _ => {
                 let mut kl = KernelLowering::new(self, Some(n), out);
                 let (vars, idx) = kl.domain(&ty.shape);
@@ -425,6 +426,101 @@ impl<'g> LowerState<'g> {
                 let (k, args) = kl.finish(name, vars, Body::map(v));
                 self.push_kernel(k, args);
             }
+        }
+        Ok(())
+    }
+
+    /// A direct convolution or a window reduction (pooling) `n` reading a zero-or-constant pad
+    /// that would be materialised: the pad and, per padded output axis, the range of outputs
+    /// whose whole window lies inside the unpadded input.
+    fn window_over_pad(&self, n: NodeId) -> Option<(NodeId, Vec<(usize, usize, usize)>)> {
+        let g = self.g;
+        // (padded operand, its first windowed axis, kernel, strides, dilations, root axis of window axis 0)
+        let (pad, first, kernel, strides, dilations, root_first) = match &g.node(n).op {
+            Op::Conv(cv) => {
+                let ops = g.operands(n);
+                let ws = &g.ty(ops[1]).shape;
+                (ops[0], 2, ws[2..].to_vec(), cv.strides.clone(), cv.dilations.clone(), 2)
+            }
+            Op::Reduce { axes, .. } => {
+                let w = g.operands(n)[0];
+                let Op::Window { kernel, strides, dilations } = &g.node(w).op else { return None };
+                let p = g.operands(w)[0];
+                let first = g.ty(p).shape.len() - kernel.len();
+                let window_axes: Vec<usize> = (0..kernel.len()).map(|i| first + kernel.len() + i).collect();
+                if *axes != window_axes {
+                    return None;
+                }
+                (p, first, kernel.clone(), strides.clone(), dilations.clone(), first)
+            }
+            _ => return None,
+        };
+        if !self.materialized_views.contains(&pad) || self.buffer_of.contains_key(&pad) {
+            return None;
+        }
+        let Op::Pad { low, interior, mode: PadMode::Constant(_), high } = &g.node(pad).op else { return None };
+        let unpadded = &g.ty(g.operands(pad)[0]).shape;
+        let plain = low.iter().chain(high).all(|&p| p >= 0) && interior.iter().all(|&i| i == 0);
+        if !plain || low[..first].iter().chain(&high[..first]).any(|&p| p != 0) {
+            return None;
+        }
+        let out = &g.ty(n).shape;
+        let mut ranges = vec![];
+        for (i, &k) in kernel.iter().enumerate() {
+            let (a, o) = (first + i, out[root_first + i] as i64);
+            let (s, d, lo_pad, size) = (strides[i] as i64, dilations[i] as i64, low[a], unpadded[a] as i64);
+            // o*s >= low and o*s + (k-1)*d < low + size.
+            let lo = (lo_pad + s - 1).div_euclid(s).clamp(0, o);
+            let last = lo_pad + size - 1 - (k as i64 - 1) * d;
+            let hi = if last < 0 { 0 } else { (last.div_euclid(s) + 1).clamp(lo, o) };
+            if lo > 0 || hi < o {
+                ranges.push((root_first + i, lo as usize, hi as usize));
+            }
+        }
+        // The innermost axis stays a vector loop: an interior narrower than a vector would run
+        // scalar, losing more than the bounds tests cost (measured on kws_cnn's 5-wide maps).
+        let inner = out.len() - 1;
+        if ranges.iter().any(|&(a, lo, hi)| a == inner && hi - lo < 4 && out[inner] >= 4) {
+            return None;
+        }
+        (!ranges.is_empty()).then_some((pad, ranges))
+    }
+
+    /// Lower `n` (see [`Self::window_over_pad`]) reading its pad inline, as one kernel per box of
+    /// the output: the interior, where every window lies inside the input and the bounds tests
+    /// fold away, and the border bands, which keep them. No padded copy is written.
+    fn lower_window_boxes(&mut self, n: NodeId, out: usize, name: &str) -> Result<(), IrError> {
+        let (pad, ranges) = self.window_over_pad(n).expect("checked by the caller");
+        let shape = self.g.ty(n).shape.clone();
+        let dtype = self.g.ty(n).dtype;
+        // Bands: along each split axis in turn, the part before and after its safe range
+        // (spanning the remaining axes fully), then recurse into the middle.
+        let mut boxes: Vec<(Vec<(usize, usize)>, String)> = vec![];
+        let mut middle: Vec<(usize, usize)> = shape.iter().map(|&d| (0, d)).collect();
+        for &(axis, lo, hi) in &ranges {
+            for (start, end, side) in [(0, lo, "lo"), (hi, shape[axis], "hi")] {
+                if start < end {
+                    let mut b = middle.clone();
+                    b[axis] = (start, end - start);
+                    boxes.push((b, format!("border{axis}{side}")));
+                }
+            }
+            middle[axis] = (lo, hi - lo);
+        }
+        if middle.iter().all(|&(_, len)| len > 0) {
+            boxes.push((middle, "interior".into()));
+        }
+        for (bx, suffix) in boxes {
+            let mut kl = KernelLowering::new(self, Some(n), out);
+            kl.inline_pad = Some(pad);
+            let lens: Vec<usize> = bx.iter().map(|&(_, len)| len).collect();
+            let (vars, local) = kl.domain(&lens);
+            let idx: Vec<E> = local.iter().zip(&bx).map(|(&i, &(start, _))| kl.kb.add_c(i, start as i64)).collect();
+            let v = kl.emit_node(n, &idx)?;
+            let v = math::encode(&mut kl.kb, v, dtype);
+            let flat = kl.kb.flat_index(&idx, &shape);
+            let (k, args) = kl.finish(format!("{name}_{suffix}"), vars, Body::map_at(v, flat));
+            self.push_kernel(k, args);
         }
         Ok(())
     }
@@ -710,12 +806,15 @@ pub struct KernelLowering<'s, 'g> {
     pub kb: KernelBuilder,
     slots: HashMap<usize, u32>,
     args: Vec<usize>,
+    /// A padded view read inline (bounds tests folded away where the domain proves them)
+    /// instead of from its materialised copy.
+    inline_pad: Option<NodeId>,
 }
 
 impl<'s, 'g> KernelLowering<'s, 'g> {
     fn new(st: &'s mut LowerState<'g>, root: Option<NodeId>, out: usize) -> Self {
         let mut kl =
-            KernelLowering { st, root, acc_node: None, acc_value: None, kb: KernelBuilder::new(), slots: HashMap::new(), args: vec![] };
+            KernelLowering { st, root, acc_node: None, acc_value: None, kb: KernelBuilder::new(), slots: HashMap::new(), args: vec![], inline_pad: None };
         kl.slot(out);
         kl
     }
@@ -793,7 +892,7 @@ impl<'s, 'g> KernelLowering<'s, 'g> {
             let g = self.st.g;
             let buf = match self.st.buffer_of.get(&n) {
                 Some(&b) => Some(b),
-                None if self.st.materialized_views.contains(&n) => Some(self.st.dense_buffer(n)?),
+                None if self.st.materialized_views.contains(&n) && self.inline_pad != Some(n) => Some(self.st.dense_buffer(n)?),
                 None if matches!(g.node(n).op, Op::Constant(_)) && !always_inlined(g, n) => Some(self.st.weight_buffer(n)),
                 None => None,
             };
