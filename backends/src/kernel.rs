@@ -238,17 +238,20 @@ impl Kernel {
     }
 
     /// Iterations of the loop split across threads (the range `lo..hi` the kernel function
-    /// takes): the schedule's flattened outer loops, or for a GEMM the batch points times the
-    /// column blocks; the outermost loop when the kernel runs sequentially.
+    /// takes): a GEMM's batch points times column blocks, else the schedule's flattened outer
+    /// loops (the outermost loop alone when sequential).
     pub fn outer_extent(&self) -> i64 {
-        match (self.schedule.parallel, &self.body, self.schedule.tile) {
-            (Parallel::Outer { iterations, .. } | Parallel::ColumnBlocks { iterations }, ..) => iterations,
-            (Parallel::Sequential, Body::Gemm(g), Some(t)) => {
-                let batch: i64 = self.domain[..self.domain.len() - 2].iter().map(|&v| self.extent(v)).product();
-                batch * (g.n.div_ceil(t.nr)) as i64
-            }
-            _ => self.extent(self.domain[0]),
+        match &self.body {
+            Body::Gemm(_) => self.gemm_column_blocks(),
+            _ => self.domain[..self.flattened_outer_loops()].iter().map(|&v| self.extent(v)).product(),
         }
+    }
+
+    /// A GEMM's batch points times its column blocks of the tile's width.
+    pub fn gemm_column_blocks(&self) -> i64 {
+        let Body::Gemm(g) = &self.body else { return 0 };
+        let batch: i64 = self.domain[..self.domain.len() - 2].iter().map(|&v| self.extent(v)).product();
+        batch * g.n.div_ceil(self.gemm_tile().nr) as i64
     }
 
     /// Outer loops flattened into the first loop of the kernel function.
@@ -1242,7 +1245,7 @@ impl fmt::Display for Kernel {
         }
         let dom: Vec<String> = self.domain.iter().map(|v| format!("v{}<{}", v.0, self.extent(*v))).collect();
         writeln!(f, "  domain: {}", dom.join(", "))?;
-        writeln!(f, "  schedule: {}", self.schedule)?;
+        writeln!(f, "  schedule: {}; {} outer iterations", self.schedule, self.outer_extent())?;
         let roots = self.body.roots();
         let mut live = vec![false; self.nodes.len()];
         let mut stack = roots.clone();

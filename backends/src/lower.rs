@@ -417,8 +417,10 @@ impl<'g> LowerState<'g> {
                 let (k, args) = kl.finish(format!("{name}_scatter"), vars, Body::Scatter { index: flat, value });
                 self.push_kernel(k, args);
             }
-            _ if self.window_over_pad(n).is_some() => self.lower_window_boxes(n, out, &name)?,
             _ => {
+                if let Some((pad, ranges)) = self.window_over_pad(n) {
+                    return self.lower_window_boxes(n, out, &name, pad, &ranges);
+                }
                 let mut kl = KernelLowering::new(self, Some(n), out);
                 let (vars, idx) = kl.domain(&ty.shape);
                 let v = kl.emit_node(n, &idx)?;
@@ -472,15 +474,16 @@ impl<'g> LowerState<'g> {
             // o*s >= low and o*s + (k-1)*d < low + size.
             let lo = (lo_pad + s - 1).div_euclid(s).clamp(0, o);
             let last = lo_pad + size - 1 - (k as i64 - 1) * d;
-            let hi = if last < 0 { 0 } else { (last.div_euclid(s) + 1).clamp(lo, o) };
+            // No window fits inside: an empty interior, all border.
+            let hi = if last < 0 { lo } else { (last.div_euclid(s) + 1).clamp(lo, o) };
             if lo > 0 || hi < o {
                 ranges.push((root_first + i, lo as usize, hi as usize));
             }
         }
         // The innermost axis stays a vector loop: an interior narrower than a vector would run
         // scalar, losing more than the bounds tests cost (measured on kws_cnn's 5-wide maps).
-        let inner = out.len() - 1;
-        if ranges.iter().any(|&(a, lo, hi)| a == inner && hi - lo < 4 && out[inner] >= 4) {
+        let (inner, lanes) = (out.len() - 1, self.opts.machine.lanes);
+        if ranges.iter().any(|&(a, lo, hi)| a == inner && hi - lo < lanes && out[inner] >= lanes) {
             return None;
         }
         (!ranges.is_empty()).then_some((pad, ranges))
@@ -489,15 +492,14 @@ impl<'g> LowerState<'g> {
     /// Lower `n` (see [`Self::window_over_pad`]) reading its pad inline, as one kernel per box of
     /// the output: the interior, where every window lies inside the input and the bounds tests
     /// fold away, and the border bands, which keep them. No padded copy is written.
-    fn lower_window_boxes(&mut self, n: NodeId, out: usize, name: &str) -> Result<(), IrError> {
-        let (pad, ranges) = self.window_over_pad(n).expect("checked by the caller");
+    fn lower_window_boxes(&mut self, n: NodeId, out: usize, name: &str, pad: NodeId, ranges: &[(usize, usize, usize)]) -> Result<(), IrError> {
         let shape = self.g.ty(n).shape.clone();
         let dtype = self.g.ty(n).dtype;
         // Bands: along each split axis in turn, the part before and after its safe range
         // (spanning the remaining axes fully), then recurse into the middle.
         let mut boxes: Vec<(Vec<(usize, usize)>, String)> = vec![];
         let mut middle: Vec<(usize, usize)> = shape.iter().map(|&d| (0, d)).collect();
-        for &(axis, lo, hi) in &ranges {
+        for &(axis, lo, hi) in ranges {
             for (start, end, side) in [(0, lo, "lo"), (hi, shape[axis], "hi")] {
                 if start < end {
                     let mut b = middle.clone();

@@ -69,10 +69,10 @@ pub enum Parallel {
     /// Runs on the calling thread: not safe to split (a scatter, a packed output) or too
     /// little work to repay waking the other threads.
     Sequential,
-    /// A map's outermost `loops` loops, flattened into one of `iterations`.
-    Outer { loops: usize, iterations: i64 },
+    /// A map's outermost `loops` loops, flattened into one.
+    Outer { loops: usize },
     /// A GEMM's (batch point, column block) pairs.
-    ColumnBlocks { iterations: i64 },
+    ColumnBlocks,
 }
 
 /// The loop nest's shape (see the module doc).
@@ -180,7 +180,7 @@ pub fn cache_blocks(m: usize, k: usize, mr: usize) -> (usize, usize) {
     (kc, mc)
 }
 
-/// The tile of an f32 `m x n x k` GEMM on `machine` (`(mr, nr)` forced when given).
+/// The tile of an f32 GEMM with an `m x k` A on `machine` (`(mr, nr)` forced when given).
 pub fn gemm_tile(m: usize, k: usize, machine: &Machine, forced: Option<(usize, usize)>) -> GemmTile {
     let (mr, nr) = forced.unwrap_or_else(|| register_tile(machine));
     let (kc, mc) = cache_blocks(m, k, mr);
@@ -211,19 +211,15 @@ pub fn schedule_kernel(k: &Kernel, machine: &Machine) -> Schedule {
     };
     let parallel = match &k.body {
         _ if !k.parallel_safe() || k.estimated_ns() < PARALLEL_MIN_NS => Parallel::Sequential,
-        Body::Gemm(g) => {
-            let t = k.schedule.tile.expect("GEMM kernels are lowered with a tile");
-            let batch: i64 = k.domain[..k.domain.len() - 2].iter().map(|&v| k.extent(v)).product();
-            let iterations = batch * g.n.div_ceil(t.nr) as i64;
-            if iterations < 2 { Parallel::Sequential } else { Parallel::ColumnBlocks { iterations } }
-        }
+        Body::Gemm(_) if k.gemm_column_blocks() >= 2 => Parallel::ColumnBlocks,
+        Body::Gemm(_) => Parallel::Sequential,
         _ => {
             let (mut loops, mut iterations) = (1, k.extent(k.domain[0]));
             while iterations < PARALLEL_MIN_ITERATIONS && loops + 1 < k.domain.len() {
                 iterations *= k.extent(k.domain[loops]);
                 loops += 1;
             }
-            if iterations < 2 { Parallel::Sequential } else { Parallel::Outer { loops, iterations } }
+            if iterations < 2 { Parallel::Sequential } else { Parallel::Outer { loops } }
         }
     };
     Schedule { order, parallel, vector_lanes: if vector { lanes } else { 1 }, unroll_reduce: UNROLL_REDUCE, tile: k.schedule.tile }
@@ -240,9 +236,9 @@ impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.parallel {
             Parallel::Sequential => write!(f, "sequential")?,
-            Parallel::Outer { loops: 1, iterations } => write!(f, "parallel outer loop ({iterations} iterations)")?,
-            Parallel::Outer { loops, iterations } => write!(f, "parallel outer {loops} loops flattened ({iterations} iterations)")?,
-            Parallel::ColumnBlocks { iterations } => write!(f, "parallel column blocks ({iterations})")?,
+            Parallel::Outer { loops: 1 } => write!(f, "parallel outer loop")?,
+            Parallel::Outer { loops } => write!(f, "parallel outer {loops} loops flattened")?,
+            Parallel::ColumnBlocks => write!(f, "parallel column blocks")?,
         }
         write!(f, ", vector {}", self.vector_lanes)?;
         match self.tile {

@@ -351,3 +351,41 @@ fn padded_depthwise_conv_reads_its_pad_inline() {
     let text = interior.to_string();
     assert!(!text.contains("Select") && !text.contains("Lt"), "the interior has no bounds tests:\n{text}");
 }
+
+/// A dilated window wider than input + low pad: no output has its whole window inside, so the
+/// box split has an empty interior and every output is a border one.
+#[test]
+fn padded_window_wider_than_its_input_is_all_border() {
+    let (c, h, w) = (2, 3, 9);
+    let mut g = Graph::new();
+    let x = input(&mut g, "x", &[1, c, h, w]);
+    let dw = data(c * 9, 5);
+    let wt = g.constant(Tensor::from_f32(vec![c, 1, 3, 3], &dw), "w");
+    let xp = g.add(Op::Pad { low: vec![0, 0, 1, 1], high: vec![0, 0, 1, 1], interior: vec![0; 4], mode: PadMode::Constant(Scalar::F64(0.0)) }, &[x], "pad").unwrap();
+    let y = g.add(Op::Conv(Conv { strides: vec![1, 1], dilations: vec![2, 2], groups: c }), &[xp, wt], "dw").unwrap();
+    g.set_output("y", y);
+    let ys = g.ty(y).shape.clone();
+    let (oh, ow) = (ys[2], ys[3]);
+    assert_eq!(oh, 1);
+    let dx = data(c * h * w, 6);
+    let mut want = vec![0f32; c * oh * ow];
+    for ch in 0..c {
+        for ox in 0..ow {
+            let mut s = 0f32;
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let (iy, ix) = ((ky * 2) as i64 - 1, (ox + kx * 2) as i64 - 1);
+                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                        s += dx[(ch * h + iy as usize) * w + ix as usize] * dw[ch * 9 + ky * 3 + kx];
+                    }
+                }
+            }
+            want[ch * ow + ox] = s;
+        }
+    }
+    let got = run(&g, &[dx]);
+    assert_eq!(got.len(), want.len());
+    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert!((a - b).abs() <= 1e-5, "output {i}: {a} vs {b}");
+    }
+}

@@ -31,7 +31,8 @@ fn short_outer_loops_are_flattened_into_the_parallel_loop() {
     let prog = lower(&g, &odc_backends::fusion::greedy(&g), &LowerOptions::default()).unwrap();
     assert_eq!(prog.kernels.len(), 1);
     let s = prog.kernels[0].schedule;
-    assert_eq!(s.parallel, Parallel::Outer { loops: 2, iterations: 900 }, "3 channels alone would idle a thread");
+    assert_eq!(s.parallel, Parallel::Outer { loops: 2 }, "3 channels alone would idle a thread");
+    assert_eq!(prog.kernels[0].outer_extent(), 900);
     assert_eq!(s.vector_lanes, 4);
     let x: Vec<f32> = (0..3 * 300 * 300).map(|i| (i % 1000) as f32 * 0.5).collect();
     for threads in [1, 2] {
@@ -58,7 +59,7 @@ fn tiny_and_non_float_kernels_stay_sequential_and_scalar() {
 }
 
 /// One f32 GEMM `[m, k] x const[k, n]`, lowered for `machine`.
-fn gemm_schedule(m: usize, k: usize, n: usize, machine: Machine) -> (GemmTile, Parallel) {
+fn gemm_schedule(m: usize, k: usize, n: usize, machine: Machine) -> (GemmTile, Parallel, i64) {
     let mut g = Graph::new();
     let a = g.add_input("a", TensorType::new(DType::F32, vec![m, k]));
     let w = g.constant(Tensor::from_f32(vec![k, n], &vec![0.5; k * n]), "w");
@@ -66,18 +67,18 @@ fn gemm_schedule(m: usize, k: usize, n: usize, machine: Machine) -> (GemmTile, P
     g.set_output("y", y);
     let prog = lower(&g, &odc_backends::fusion::greedy(&g), &LowerOptions { machine, gemm_tile: None }).unwrap();
     let k = prog.kernels.iter().find(|k| k.schedule.tile.is_some()).expect("a GEMM kernel");
-    (k.gemm_tile(), k.schedule.parallel)
+    (k.gemm_tile(), k.schedule.parallel, k.outer_extent())
 }
 
 #[test]
 fn gemm_tiles_follow_the_register_file_and_the_shape() {
-    let (t, p) = gemm_schedule(256, 1024, 256, Machine::X86_64);
+    let (t, p, blocks) = gemm_schedule(256, 1024, 256, Machine::X86_64);
     assert_eq!((t.mr, t.nr), (6, 8));
     assert_eq!(t.kc, 344, "k = 1024 is split into three near-equal blocks of about 384");
-    assert_eq!(p, Parallel::ColumnBlocks { iterations: 32 });
-    let (t, _) = gemm_schedule(256, 1024, 256, Machine::AARCH64);
+    assert_eq!((p, blocks), (Parallel::ColumnBlocks, 32));
+    let (t, ..) = gemm_schedule(256, 1024, 256, Machine::AARCH64);
     assert_eq!((t.mr, t.nr), (8, 12));
-    let (t, p) = gemm_schedule(4, 16, 8, Machine::X86_64);
+    let (t, p, _) = gemm_schedule(4, 16, 8, Machine::X86_64);
     assert_eq!((t.kc, t.mc), (16, 4), "small problems are not blocked");
     assert_eq!(p, Parallel::Sequential, "too little work to wake a thread");
 }
