@@ -568,7 +568,7 @@ impl KernelBuilder {
         }
     }
 
-    fn as_float_const(&self, e: E) -> Option<f64> {
+    pub fn as_float_const(&self, e: E) -> Option<f64> {
         match self.node(e) {
             Expr::Const(DType::F32, b) => Some(f32::from_bits(*b as u32) as f64),
             Expr::Const(DType::F64, b) => Some(f64::from_bits(*b)),

@@ -54,22 +54,22 @@ fn check(m: usize, k: usize, n: usize, const_b: bool, epilogue: bool) {
 #[test]
 fn blocking_heuristic_splits_k_and_rows() {
     assert_eq!(cache_blocks(64, 512, 6), (512, 64), "small problems are not blocked");
-    let (kc, mc) = cache_blocks(200, 1100, 6);
-    assert!(kc % 4 == 0 && kc < 1100 && 1100_usize.div_ceil(kc) == 3, "kc {kc}");
-    assert!(mc % 6 == 0 && mc < 200 && mc * kc * 4 <= 256 * 1024, "mc {mc}");
+    let (kc, mc) = cache_blocks(400, 1100, 6);
+    assert!(kc % 4 == 0 && kc < 1100 && 1100_usize.div_ceil(kc) == 5, "kc {kc}");
+    assert!(mc % 6 == 0 && mc < 400 && mc * kc * 4 <= 256 * 1024, "mc {mc}");
 }
 
 #[test]
 fn k_and_row_blocks_with_tails() {
-    // 3 k blocks (first, middle, last), row blocks of mc plus a row tail, a column tail.
+    // 5 k blocks (first, middles, last), row blocks of mc plus a row tail, a column tail.
     for (const_b, epilogue) in [(true, true), (false, false), (true, false), (false, true)] {
-        check(200, 1100, 19, const_b, epilogue);
+        check(400, 1100, 19, const_b, epilogue);
     }
 }
 
 #[test]
 fn k_blocks_only() {
-    // Two k blocks (no middle), rows unblocked, vector and scalar column tails.
+    // k blocks (3 of 200 and 3 of 260), rows unblocked, vector and scalar column tails.
     check(7, 600, 33, true, true);
     check(13, 777, 4, false, true);
 }

@@ -9,10 +9,12 @@
 //!
 //! Kernels are short and come back to back, so a worker first polls for the next job (with
 //! [`SPIN`] polls, yielding its core now and then) before it blocks on a condition variable.
+//! The condition variables are signalled only when someone is blocked on them: a wake-up is a
+//! system call, and back to back kernels find their workers and caller still polling.
 
 use crate::abi::KernelFn;
 use core::ffi::c_void;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -45,6 +47,10 @@ struct Shared {
     /// Chunks of the current job that have finished.
     finished: AtomicU64,
     status: AtomicI32,
+    /// Workers blocked on `work` (changed only under `ctl`).
+    sleepers: AtomicU32,
+    /// The caller is blocked on `done` (set under `ctl`).
+    caller_blocked: AtomicBool,
 }
 
 /// A fixed set of worker threads (plus the calling thread).
@@ -74,8 +80,9 @@ fn run_chunks(s: &Shared, job: Job) {
         if st != 0 {
             let _ = s.status.compare_exchange(0, st, Ordering::Relaxed, Ordering::Relaxed);
         }
-        if s.finished.fetch_add(1, Ordering::AcqRel) + 1 == job.chunks {
-            // The caller may be blocked on `done`: take the lock so the wake-up is not lost.
+        // SeqCst pairs with the caller's store of `caller_blocked` and load of `finished`: one
+        // of the two sides sees the other's write, so the last chunk's wake-up is not lost.
+        if s.finished.fetch_add(1, Ordering::SeqCst) + 1 == job.chunks && s.caller_blocked.load(Ordering::SeqCst) {
             let _c = s.ctl.lock().expect("pool lock");
             s.done.notify_all();
         }
@@ -105,7 +112,9 @@ fn worker(s: &Shared) {
         let job = {
             let mut c = s.ctl.lock().expect("pool lock");
             while s.generation.load(Ordering::Acquire) == seen && !c.shutdown {
+                s.sleepers.fetch_add(1, Ordering::Relaxed);
                 c = s.work.wait(c).expect("pool wait");
+                s.sleepers.fetch_sub(1, Ordering::Relaxed);
             }
             if c.shutdown {
                 return;
@@ -130,6 +139,8 @@ impl ThreadPool {
             claim: AtomicU64::new(0),
             finished: AtomicU64::new(0),
             status: AtomicI32::new(0),
+            sleepers: AtomicU32::new(0),
+            caller_blocked: AtomicBool::new(false),
         });
         let workers = (1..threads.max(1))
             .map(|i| {
@@ -166,16 +177,20 @@ impl ThreadPool {
             c.job = Some(job);
             s.claim.store((generation & 0xffff_ffff) << 32, Ordering::Release);
             s.generation.store(generation, Ordering::Release);
-            s.work.notify_all();
+            if s.sleepers.load(Ordering::Relaxed) > 0 {
+                s.work.notify_all();
+            }
             job
         };
         run_chunks(s, job);
         let all_done = || s.finished.load(Ordering::Acquire) == chunks;
         if !spin_until(all_done) {
             let mut c = s.ctl.lock().expect("pool lock");
-            while !all_done() {
+            s.caller_blocked.store(true, Ordering::SeqCst);
+            while s.finished.load(Ordering::SeqCst) != chunks {
                 c = s.done.wait(c).expect("pool wait");
             }
+            s.caller_blocked.store(false, Ordering::Relaxed);
         }
         s.status.load(Ordering::Relaxed)
     }
