@@ -168,10 +168,13 @@ pub fn register_tile(machine: &Machine) -> (usize, usize) {
 }
 
 /// The cache blocking (`kc`, `mc`) of an `m x k` A with register tile `mr`: `k` unblocked up to
-/// 512, else split into near-equal blocks of about 256 (a multiple of 4); rows unblocked while
-/// `m x kc` floats fit the L2 block, else the largest multiple of `mr` that does.
+/// 512 or for a single row tile, else split into near-equal blocks of about 256 (a multiple of
+/// 4); rows unblocked while `m x kc` floats fit the L2 block, else the largest multiple of `mr`
+/// that does.
 pub fn cache_blocks(m: usize, k: usize, mr: usize) -> (usize, usize) {
-    let kc = if k <= KC_MAX_UNBLOCKED {
+    // One row tile (a matrix-vector product) reuses no B sliver: blocking `k` would only add
+    // partial-sum round trips.
+    let kc = if k <= KC_MAX_UNBLOCKED || m <= mr {
         k
     } else {
         let blocks = k.div_ceil(KC_TARGET);
@@ -273,5 +276,7 @@ mod tests {
         let (kc, _) = cache_blocks(64, 1000, 6);
         assert_eq!(kc % 4, 0);
         assert!(kc * 4 >= 1000 && kc < 1000);
+        // A matrix-vector product keeps its k whole.
+        assert_eq!(cache_blocks(1, 784, 6), (784, 1));
     }
 }
