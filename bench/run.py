@@ -121,28 +121,25 @@ def compile_odc(a, entry, models_dir, out_dir):
     return {"lib": libs[0], "files": files, "s": wall, "rss": rss}
 
 
-def measure_aot(a, entry, models_dir, lib, threads):
-    cmd = [a.odc, "exec", lib, "--threads", str(threads), "--runs", str(a.runs),
+def measure_odc(a, entry, models_dir, subcommand, target, threads):
+    """Time `odc exec LIB` (the AOT module) or `odc bench MODEL` (the JIT) in a child."""
+    cmd = [a.odc, subcommand, target, "--threads", str(threads), "--runs", str(a.runs),
            "--warmup", str(a.warmup)]
-    for spec in input_args(entry, models_dir):
-        cmd += ["-i", spec]
-    rc, out, err, rss, _ = run_child(cmd, a.timeout)
-    ms = median_ms(out)
-    if rc != 0 or ms is None:
-        return {"error": failure("odc exec", rc, out, err)}
-    return {"ms": ms, "rss": rss}
-
-
-def measure_jit(a, entry, models_dir, threads):
-    cmd = [a.odc, "bench", os.path.join(models_dir, entry["file"]), "--threads", str(threads),
-           "--runs", str(a.runs), "--warmup", str(a.warmup)]
     for spec in input_args(entry, models_dir):
         cmd += ["--input", spec]
     rc, out, err, rss, _ = run_child(cmd, a.timeout)
     ms = median_ms(out)
     if rc != 0 or ms is None:
-        return {"error": failure("odc bench", rc, out, err)}
+        return {"error": failure(f"odc {subcommand}", rc, out, err)}
     return {"ms": ms, "rss": rss}
+
+
+def measure_aot(a, entry, models_dir, lib, threads):
+    return measure_odc(a, entry, models_dir, "exec", lib, threads)
+
+
+def measure_jit(a, entry, models_dir, threads):
+    return measure_odc(a, entry, models_dir, "bench", os.path.join(models_dir, entry["file"]), threads)
 
 
 def measure_py(a, engine, entry, models_dir, threads, save_dir):

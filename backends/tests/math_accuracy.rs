@@ -10,7 +10,12 @@ fn run_unary(op: UnaryOp, dtype: DType, xs: &[f64]) -> Vec<f64> {
     let x = g.add_input("x", TensorType::new(dtype, vec![xs.len()]));
     let y = g.add(Op::Unary(op), &[x], "y").unwrap();
     g.set_output("y", y);
-    let prog = lower(&g, &odc_backends::FusionPlan::none(), &odc_backends::LowerOptions::default()).unwrap();
+    run_graph(&g, dtype, xs)
+}
+
+/// Compile `g` (one input `x`, one output, both of `dtype`) and run it on `xs`.
+fn run_graph(g: &Graph, dtype: DType, xs: &[f64]) -> Vec<f64> {
+    let prog = lower(g, &odc_backends::FusionPlan::none(), &odc_backends::LowerOptions::default()).unwrap();
     let jit = JitProgram::compile(prog, OptLevel::Speed).unwrap();
     let bytes: Vec<u8> = match dtype {
         DType::F32 => xs.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect(),
@@ -165,17 +170,7 @@ fn run_pow_const(dtype: DType, xs: &[f64], y: f64) -> Vec<f64> {
     let yc = g.constant(yt, "y");
     let p = g.add(Op::Binary(odc_ir::BinaryOp::Pow), &[x, yc], "p").unwrap();
     g.set_output("p", p);
-    let prog = lower(&g, &odc_backends::FusionPlan::none(), &odc_backends::LowerOptions::default()).unwrap();
-    let jit = JitProgram::compile(prog, OptLevel::Speed).unwrap();
-    let bytes: Vec<u8> = match dtype {
-        DType::F32 => xs.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect(),
-        _ => xs.iter().flat_map(|&v| v.to_le_bytes()).collect(),
-    };
-    let out = jit.run(&[&bytes]).unwrap().remove(0);
-    match dtype {
-        DType::F32 => out.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-        _ => out.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
-    }
+    run_graph(&g, dtype, xs)
 }
 
 /// Constant exponents that are multiples of 1/4 take the multiply/sqrt expansion; the others
