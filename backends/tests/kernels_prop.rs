@@ -236,11 +236,11 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
-    /// 3x3 stride-1 convolutions large enough for Winograd F(4x4, 3x3), including output sizes
-    /// that are not a multiple of 4 (partial tile row, column and corner), padding or none, and
+    /// 3x3 stride-1 convolutions large enough for Winograd F(4x4, 3x3) (down to a 7x7 map's
+    /// four tiles), including output sizes that are not a multiple of 4 (partial tile row, column and corner), padding or none, and
     /// a fused bias + ReLU + residual epilogue.
     #[test]
-    fn winograd_conv3x3(ci in 16usize..20, co in 16usize..21, h in 9usize..19, w in 9usize..19, pad in 0i64..2, batch in 1usize..3) {
+    fn winograd_conv3x3(ci in 16usize..20, co in 16usize..21, h in 5usize..19, w in 5usize..19, pad in 0i64..2, batch in 1usize..3) {
         let mut g = Graph::new();
         let x = input(&mut g, "x", &[batch, ci, h, w]);
         let dw = data(co * ci * 9, 11).iter().map(|v| v * 0.2).collect::<Vec<_>>();
@@ -249,7 +249,7 @@ proptest! {
         let y = g.add(Op::Conv(Conv { strides: vec![1, 1], dilations: vec![1, 1], groups: 1 }), &[xp, wt], "conv").unwrap();
         let ys = g.ty(y).shape.clone();
         let (oh, ow) = (ys[2], ys[3]);
-        prop_assume!(batch * oh.div_ceil(4) * ow.div_ceil(4) >= 16);
+        prop_assume!(batch * oh.div_ceil(4) * ow.div_ceil(4) >= 4);
         let bias = data(co, 12);
         let bv = g.constant(Tensor::from_f32(vec![co, 1, 1], &bias), "bias");
         let s = g.add(Op::Binary(BinaryOp::Add), &[y, bv], "add").unwrap();
