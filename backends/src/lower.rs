@@ -326,8 +326,10 @@ impl<'g> LowerState<'g> {
     /// A constant-mode pad as two branch-free kernels: fill `out` (of type `ty`) with `fill`,
     /// then copy `src` into the interior starting at `low`.
     fn write_padded(&mut self, src: NodeId, out: usize, ty: &odc_ir::TensorType, low: &[i64], fill: odc_ir::Scalar, name: &str) -> Result<(), IrError> {
+        // The fill writes every element alike: one flat loop, all whole vectors but the last
+        // (a 5-wide map's 7-wide padded rows would each end in three scalar stores).
         let mut kl = KernelLowering::new(self, None, out);
-        let (vars, _) = kl.domain(&ty.shape);
+        let (vars, _) = kl.domain(&[ty.num_elements()]);
         let ct = ty.dtype.compute_type();
         let c = scalar_const(&mut kl.kb, fill, ct);
         let c = math::round_to_storage(&mut kl.kb, c, ty.dtype);
@@ -418,7 +420,7 @@ impl<'g> LowerState<'g> {
                 self.push_kernel(k, args);
             }
             _ => {
-                if let Some((pad, ranges)) = self.window_over_pad(n) {
+                if let Some((pad, ranges)) = self.windowed_node(n).and_then(|w| self.window_over_pad(w)) {
                     return self.lower_window_boxes(n, out, &name, pad, &ranges);
                 }
                 let mut kl = KernelLowering::new(self, Some(n), out);
@@ -430,6 +432,39 @@ impl<'g> LowerState<'g> {
             }
         }
         Ok(())
+    }
+
+    /// The direct convolution or reduction kernel root `n` computes at each of its output
+    /// elements: `n` itself, or the one inlined into `n`'s elementwise chain (a depthwise
+    /// convolution under its bias and ReLU), which has `n`'s shape.
+    fn windowed_node(&self, n: NodeId) -> Option<NodeId> {
+        let g = self.g;
+        let per_element = |m: NodeId| matches!(g.node(m).op, Op::Conv(_) | Op::Reduce { .. });
+        if per_element(n) {
+            return Some(n);
+        }
+        let mut found = vec![];
+        let mut stack = vec![n];
+        let mut seen = HashSet::new();
+        while let Some(m) = stack.pop() {
+            if !seen.insert(m) {
+                continue;
+            }
+            for o in g.operands(m) {
+                if !self.plan.is_fused(o) || self.buffer_of.contains_key(&o) {
+                    continue;
+                }
+                if per_element(o) {
+                    found.push(o);
+                } else if g.node(o).op.family() == OpFamily::Elementwise {
+                    stack.push(o);
+                }
+            }
+        }
+        match found.as_slice() {
+            [w] if g.ty(*w).shape == g.ty(n).shape => Some(*w),
+            _ => None,
+        }
     }
 
     /// A direct convolution or a window reduction (pooling) `n` reading a zero-or-constant pad

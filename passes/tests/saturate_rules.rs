@@ -3,7 +3,7 @@
 //! that silently stops matching fails here.
 
 use odc_backends::{lower, FusionPlan, JitEvaluator, JitProgram, LowerOptions, OptLevel};
-use odc_ir::{BinaryOp, Conv, DType, Graph, NodeId, Op, ReduceOp, Tensor, TensorType, UnaryOp};
+use odc_ir::{BinaryOp, Conv, DType, Graph, NodeId, Op, PadMode, ReduceOp, Scalar, Tensor, TensorType, UnaryOp};
 use odc_passes::saturate::{optimize, Family, SaturateOptions, Saturated};
 use rand::{Rng, SeedableRng};
 
@@ -312,6 +312,43 @@ fn fuse_epilogue_with_residual() {
 }
 
 #[test]
+fn fuse_epilogue_of_a_depthwise_convolution() {
+    // The depthwise convolution runs as a direct loop (no GEMM); its bias and ReLU are computed
+    // in the same loop nest, at each output element, and its zero padding is still read inline
+    // (an interior kernel without bounds tests, border kernels with them).
+    let mut g = Graph::new();
+    let x = input(&mut g, "x", &[1, 8, 9, 11]);
+    let pad = Op::Pad { low: vec![0, 0, 1, 1], high: vec![0, 0, 1, 1], interior: vec![0; 4], mode: PadMode::Constant(Scalar::F64(0.0)) };
+    let xp = g.add(pad, &[x], "pad").unwrap();
+    let w = konst(&mut g, &[8, 1, 3, 3], |i| ((i * 13) % 11) as f32 * 0.1 - 0.5);
+    let conv = g.add(Op::Conv(Conv { strides: vec![1, 1], dilations: vec![1, 1], groups: 8 }), &[xp, w], "dw").unwrap();
+    let b = konst(&mut g, &[1, 8, 1, 1], |i| i as f32 * 0.05 - 0.2);
+    let a = bin(&mut g, BinaryOp::Add, conv, b);
+    let r = relu(&mut g, a);
+    g.set_output("y", r);
+    let s = check(&g, &["fuse-producers", "fuse-epilogue"]);
+    assert_eq!(kernels(&s), 1, "{:?}", s.report.kernels);
+    assert_eq!((s.report.kernels[0].kind.as_str(), s.report.kernels[0].ops.clone()), ("contraction+epilogue", vec!["conv".to_string(), "add".into(), "max".into()]));
+    let prog = lower(&s.graph, &s.plan, &LowerOptions::default()).unwrap();
+    let names: Vec<&str> = prog.kernels.iter().map(|k| k.name.as_str()).collect();
+    assert!(names.iter().any(|n| n.ends_with("_interior")) && !names.iter().any(|n| n.starts_with("pad_")), "{names:?}");
+}
+
+#[test]
+fn fuse_epilogue_of_a_reduction() {
+    // A mean: the sum's scale is applied in the reduction's kernel.
+    let mut g = Graph::new();
+    let x = input(&mut g, "x", &[6, 40]);
+    let sum = g.add(Op::Reduce { op: ReduceOp::Sum, axes: vec![1] }, &[x], "sum").unwrap();
+    let scale = konst(&mut g, &[], |_| 1.0 / 40.0);
+    let m = bin(&mut g, BinaryOp::Mul, sum, scale);
+    g.set_output("y", m);
+    let s = check(&g, &["fuse-epilogue"]);
+    assert_eq!(kernels(&s), 1, "{:?}", s.report.kernels);
+    assert_eq!(s.report.kernels[0].ops, vec!["reduce_sum", "mul"], "{:?}", s.report.kernels);
+}
+
+#[test]
 fn all_families_on_a_small_block() {
     let mut g = Graph::new();
     let r = conv_bn_relu(&mut g);
@@ -352,7 +389,7 @@ fn attention_block_fuses_into_its_gemms_and_softmax() {
     let o = g.add(Op::MatMul, &[p, v], "out").unwrap();
     g.set_output("y", o);
     let s = check(&g, &["gemm-choice", "fuse-producers", "fuse-epilogue"]);
-    let scores = s.report.kernels.iter().find(|k| k.name == "mul").expect("scores kernel");
+    let scores = s.report.kernels.iter().find(|k| k.name == "mul").unwrap_or_else(|| panic!("no scores kernel: {:?}", s.report.kernels));
     assert_eq!((scores.kind.as_str(), scores.ops.clone()), ("gemm+epilogue", vec!["matmul".to_string(), "mul".to_string()]));
     let sum = s.report.kernels.iter().find(|k| k.ops.contains(&"reduce_sum".to_string())).unwrap();
     assert!(sum.ops.contains(&"exp".to_string()), "{:?}", s.report.kernels);

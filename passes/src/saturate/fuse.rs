@@ -10,7 +10,9 @@
 //!   reductions with their elementwise prologue (softmax's `exp(x - max)` into the sum,
 //!   layer-norm's `(x - mean)^2` into the variance), and elementwise ops read through views.
 //! * [`FuseEpilogue`] puts a `Gemm` (chosen by [`super::kernels`]) under an elementwise chain of
-//!   its own shape: bias, activation and residual add run in the GEMM's epilogue.
+//!   its own shape: bias, activation and residual add run in the GEMM's epilogue. A direct
+//!   contraction or a reduction is put under such a chain the same way (a depthwise
+//!   convolution's bias and ReLU, a mean's scale).
 //!
 //! Legality mirrors what the lowering can do without recomputation inside a kernel: nothing is
 //! inlined into a contraction's operands, a window, a broadcast (`Expand`, or an elementwise
@@ -101,8 +103,14 @@ impl Draft {
         self.readers().keys().filter(|&&i| !matches!(self.nodes[i], DNode::Arg(_))).count()
     }
 
-    fn has_gemm(&self) -> bool {
-        self.readers().keys().any(|&i| matches!(self.nodes[i], DNode::Gemm { .. }))
+    /// True when the template already computes a GEMM, a direct contraction or a reduction:
+    /// one such loop nest per kernel.
+    fn has_inner_loop(&self, eg: &OGraph) -> bool {
+        self.readers().keys().any(|&i| match &self.nodes[i] {
+            DNode::Gemm { .. } => true,
+            DNode::Prim { op, .. } => computed_per_element(eg.analysis.op(*op)),
+            DNode::Arg(_) => false,
+        })
     }
 
     /// Replace argument node `at` by the e-node `op(args)` of class `class`.
@@ -170,6 +178,12 @@ impl Draft {
         term.push(TermNode::Kernel(t, a));
         term
     }
+}
+
+/// Ops whose every output element is its own loop (a direct contraction, a reduction), so an
+/// elementwise reader of the same shape can compute them inline, once per element.
+fn computed_per_element(op: &Op) -> bool {
+    op.family() == OpFamily::Contraction || matches!(op, Op::Reduce { .. })
 }
 
 /// True when `reader` evaluates each element of its operand `operand` at most once.
@@ -275,7 +289,10 @@ impl NodeRule for FuseProducers {
     }
 }
 
-/// Put a GEMM under the elementwise chain that reads it, as its epilogue.
+/// Put a GEMM under the elementwise chain that reads it, as its epilogue; likewise a direct
+/// contraction (a depthwise convolution) or a reduction, whose per-element loop then ends in the
+/// chain (a depthwise convolution's bias and ReLU, a mean's scale) instead of a store and a
+/// second kernel.
 pub struct FuseEpilogue;
 
 impl NodeRule for FuseEpilogue {
@@ -287,7 +304,7 @@ impl NodeRule for FuseEpilogue {
             return vec![];
         }
         let Some(d) = Draft::of(eg, class, node) else { return vec![] };
-        if d.has_gemm() {
+        if d.has_inner_loop(eg) {
             return vec![];
         }
         let root_shape = &eg.analysis.ty(tyid(eg, class)).shape;
@@ -298,12 +315,18 @@ impl NodeRule for FuseEpilogue {
         for i in args_in_order {
             let rs = &readers[&i];
             let DNode::Arg(c) = d.nodes[i] else { continue };
-            let Some((op, args)) = eg[c].nodes.iter().find_map(|n| match n {
-                ONode::Gemm(op, a) => Some((*op, a.clone())),
+            // The class's GEMM, or the direct loop of a contraction the GEMM generator does not
+            // take (a GEMM-eligible one gets its `Gemm` node from `GemmChoice` later; offering
+            // its direct loop first would fill the class's kernel slots) or of a reduction.
+            let producer = eg[c].nodes.iter().find_map(|n| match n {
+                ONode::Gemm(op, a) => Some((*op, a.clone(), true)),
+                ONode::Prim(op, a) => {
+                    let o = eg.analysis.op(*op);
+                    (computed_per_element(o) && !super::kernels::gemm_eligible(eg, o, c, a)).then(|| (*op, a.clone(), false))
+                }
                 _ => None,
-            }) else {
-                continue;
-            };
+            });
+            let Some((op, args, is_gemm)) = producer else { continue };
             let shape = &eg.analysis.ty(tyid(eg, c)).shape;
             if shape != root_shape || rs.len() != 1 {
                 continue;
@@ -325,7 +348,7 @@ impl NodeRule for FuseEpilogue {
             };
             if ok {
                 let mut e = d.clone();
-                e.inline(eg, i, c, op, &args, true);
+                e.inline(eg, i, c, op, &args, is_gemm);
                 out.push(e.term(eg));
             }
         }

@@ -28,7 +28,7 @@ impl NodeRule for GemmChoice {
     }
 }
 
-fn gemm_eligible(eg: &OGraph, op: &Op, class: Id, args: &[Id]) -> bool {
+pub(super) fn gemm_eligible(eg: &OGraph, op: &Op, class: Id, args: &[Id]) -> bool {
     let dtype = ty_of(eg, class).dtype;
     match op {
         Op::MatMul if dtype == DType::F32 => true,

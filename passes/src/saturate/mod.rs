@@ -83,7 +83,7 @@ pub struct KernelReport {
     /// The name of the node the kernel computes.
     pub name: String,
     /// `gemm`, `gemm+epilogue`, `fused`, `reduce`, `elementwise`, `contraction` (direct loop),
-    /// `indexing`.
+    /// `contraction+epilogue`, `indexing`.
     pub kind: String,
     /// Source nodes computed inside the kernel, in evaluation order.
     pub nodes: Vec<String>,
@@ -336,6 +336,9 @@ fn rebuild(src: &Graph, eg: &OGraph, ext: &Extraction, outputs: &[(String, Id)],
                             if i != t.root() {
                                 plan.fused.insert(id);
                             }
+                            if matches!(tn, TNode::Prim(..)) && g.node(id).op.family() == OpFamily::Contraction {
+                                plan.direct.insert(id);
+                            }
                             if matches!(tn, TNode::Gemm(..)) {
                                 gemm = Some(id);
                             }
@@ -348,6 +351,8 @@ fn rebuild(src: &Graph, eg: &OGraph, ext: &Extraction, outputs: &[(String, Id)],
                 let kind = if let Some(c) = gemm {
                     plan.gemm_root.insert(root, c);
                     "gemm+epilogue"
+                } else if t.nodes.iter().any(|n| matches!(n, TNode::Prim(o, _) if eg.analysis.op(*o).family() == OpFamily::Contraction)) {
+                    "contraction+epilogue"
                 } else if t.nodes.iter().any(|n| matches!(n, TNode::Prim(o, _) if matches!(eg.analysis.op(*o), Op::Reduce { .. }))) {
                     "reduce"
                 } else {
