@@ -277,6 +277,53 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Convolutions whose output width is a multiple of the GEMM tile's 8 columns: im2col writes
+    /// B in panel layout (batches, groups, strides, dilations, padding, constant weights, a
+    /// bias + ReLU epilogue).
+    #[test]
+    fn conv2d_im2col_panels(batch in 1usize..3, groups in 1usize..3, cpg in 1usize..4, mpg in 1usize..9, oh in 1usize..4, owb in 1usize..3,
+                            kh in 1usize..4, kw in 2usize..4, stride in 1usize..3, dil in 1usize..3, pad in 0usize..2) {
+        let (c, m, ow) = (cpg * groups, mpg * groups, owb * 8);
+        let h = ((oh - 1) * stride + dil * (kh - 1) + 1).saturating_sub(2 * pad).max(1);
+        let w = (ow - 1) * stride + dil * (kw - 1) + 1 - 2 * pad;
+        let mut g = Graph::new();
+        let x = input(&mut g, "x", &[batch, c, h, w]);
+        let dw = data(m * cpg * kh * kw, 21);
+        let wt = g.constant(Tensor::from_f32(vec![m, cpg, kh, kw], &dw), "w");
+        let p = pad as i64;
+        let xp = g.add(Op::Pad { low: vec![0, 0, p, p], high: vec![0, 0, p, p], interior: vec![0; 4], mode: PadMode::Constant(Scalar::F64(0.0)) }, &[x], "pad").unwrap();
+        let y = g.add(Op::Conv(Conv { strides: vec![stride, stride], dilations: vec![dil, dil], groups }), &[xp, wt], "conv").unwrap();
+        let ys = g.ty(y).shape.clone();
+        prop_assert_eq!(ys[3], ow);
+        let bias = data(m, 22);
+        let bv = g.constant(Tensor::from_f32(vec![m, 1, 1], &bias), "bias");
+        let s = g.add(Op::Binary(BinaryOp::Add), &[y, bv], "add").unwrap();
+        let z = g.constant(Tensor::from_f32(vec![], &[0.0]), "zero");
+        let zx = g.add(Op::Expand { shape: ys.clone() }, &[z], "zx").unwrap();
+        let r = g.add(Op::Binary(BinaryOp::Max), &[s, zx], "relu").unwrap();
+        g.set_output("y", r);
+        let oh = ys[2];
+        let dx = data(batch * c * h * w, 23);
+        let mut want = vec![0f32; batch * m * oh * ow];
+        for b in 0..batch { for mo in 0..m { let gi = mo / mpg; for oy in 0..oh { for ox in 0..ow {
+            let mut acc = 0f64;
+            for ci in 0..cpg { for ky in 0..kh { for kx in 0..kw {
+                let iy = (oy * stride + ky * dil) as i64 - p;
+                let ix = (ox * stride + kx * dil) as i64 - p;
+                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                    let chan = gi * cpg + ci;
+                    acc += dx[((b * c + chan) * h + iy as usize) * w + ix as usize] as f64 * dw[((mo * cpg + ci) * kh + ky) * kw + kx] as f64;
+                }
+            }}}
+            want[((b * m + mo) * oh + oy) * ow + ox] = (acc + bias[mo] as f64).max(0.0) as f32;
+        }}}}
+        close(&run_with(&g, &[dx], true), &want, 1e-5)?;
+    }
+}
+
 #[test]
 fn winograd_is_used_for_eligible_convolutions() {
     let mut g = Graph::new();
