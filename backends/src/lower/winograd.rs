@@ -75,6 +75,15 @@ pub(super) fn eligible(g: &Graph, c: NodeId) -> bool {
         && tiles >= MIN_TILES
 }
 
+/// The distance in floats between two of the 36 transformed matrices holding `len` floats each:
+/// `len` rounded up to whole 64-byte lines, an odd number of them. The input transform writes
+/// one element of each matrix per tile; at a distance that is a multiple of 4 KB (512 channels x
+/// 4 tiles x 4 bytes = 8 KB) all 36 stores fall in one L1 set, whose 8 ways they evict in turn.
+fn conflict_free_stride(len: usize) -> usize {
+    let lines = len.div_ceil(16);
+    (lines | 1) * 16
+}
+
 /// `sum_j coef[j] * x[j]` with zero terms skipped and unit coefficients as adds/subtracts.
 fn lincomb(kb: &mut KernelBuilder, coef: &[f64], x: &[E]) -> E {
     let mut acc: Option<E> = None;
@@ -163,7 +172,8 @@ impl<'g> LowerState<'g> {
         let padded_ty = TensorType::new(DType::F32, vec![nb, ci, hp, wp]);
         let padded = self.new_buffer(BufferKind::Temp { offset: 0 }, DType::F32, padded_ty.num_elements(), &format!("{name}_winograd_pad"));
         self.write_padded(src, padded, &padded_ty, &low, Scalar::F64(0.0), name)?;
-        let v_buf = self.new_buffer(BufferKind::Temp { offset: 0 }, DType::F32, 36 * ci * tiles, &format!("{name}_winograd_v"));
+        let v_stride = conflict_free_stride(ci * tiles);
+        let v_buf = self.new_buffer(BufferKind::Temp { offset: 0 }, DType::F32, 36 * v_stride, &format!("{name}_winograd_v"));
         {
             let mut kl = KernelLowering::new(self, None, v_buf);
             let pslot = kl.slot(padded);
@@ -194,9 +204,9 @@ impl<'g> LowerState<'g> {
             for xi in 0..T_IN {
                 for nu in 0..T_IN {
                     let value = lincomb(kb, &BT[nu], &t[xi]);
-                    let row = kb.i64c(((xi * T_IN + nu) * ci) as i64);
-                    let row = kb.add(row, cc);
-                    let at = kb.mul_c(row, tiles as i64);
+                    let matrix = kb.i64c(((xi * T_IN + nu) * v_stride) as i64);
+                    let row = kb.mul_c(cc, tiles as i64);
+                    let at = kb.add(matrix, row);
                     let index = kb.add(at, tile);
                     stores.push(Store { index: Some(index), value });
                 }
@@ -211,7 +221,7 @@ impl<'g> LowerState<'g> {
             let mut kl = KernelLowering::new(self, None, m_buf);
             let (vars, idx) = kl.gemm_domain(&[36, co, tiles]);
             let a_base = kl.kb.mul_c(idx[0], (co.div_ceil(mr) * mr * ci) as i64);
-            let b_base = kl.kb.mul_c(idx[0], (ci * tiles) as i64);
+            let b_base = kl.kb.mul_c(idx[0], v_stride as i64);
             let a = GemmOperand { buf: kl.slot(u_buf), base: a_base, row_stride: ci as i64, col_stride: 1, panel: Some((ci * mr) as i64), padded_cols: false };
             let b = GemmOperand { buf: kl.slot(v_buf), base: b_base, row_stride: tiles as i64, col_stride: 1, panel: None, padded_cols: false };
             let epilogue = kl.kb.acc();
@@ -284,5 +294,22 @@ impl<'g> LowerState<'g> {
             self.push_kernel(k, args);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conflict_free_stride;
+
+    #[test]
+    fn matrix_strides_are_an_odd_number_of_lines() {
+        // 512 channels x 4 tiles: 8 KB apart would put all 36 matrices in one L1 set.
+        assert_eq!(conflict_free_stride(512 * 4), 2064);
+        assert_eq!(conflict_free_stride(16 * 3), 48);
+        assert_eq!(conflict_free_stride(1), 16);
+        for len in 1..5000 {
+            let s = conflict_free_stride(len);
+            assert!(s >= len && s % 16 == 0 && (s / 16) % 2 == 1 && s - len < 32, "{len} -> {s}");
+        }
     }
 }
