@@ -84,6 +84,21 @@ fn conflict_free_stride(len: usize) -> usize {
     (lines | 1) * 16
 }
 
+/// Rows (at least `co`) of the product matrices `M[36][rows][tiles]`, so that the output
+/// transform's 36 loads per tile, `rows * tiles` floats apart, spread over at least 8 L1 sets
+/// (the GEMM writes its output densely, so the spacing is made by computing a few zero rows).
+fn conflict_free_rows(co: usize, tiles: usize) -> usize {
+    let spread = |rows: usize| {
+        let bytes = rows * tiles * 4;
+        bytes % 64 != 0 || gcd(bytes / 64, 64) <= 8
+    };
+    (co..co + 64).find(|&r| spread(r)).unwrap_or(co)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 /// `sum_j coef[j] * x[j]` with zero terms skipped and unit coefficients as adds/subtracts.
 fn lincomb(kb: &mut KernelBuilder, coef: &[f64], x: &[E]) -> E {
     let mut acc: Option<E> = None;
@@ -110,11 +125,12 @@ fn lincomb(kb: &mut KernelBuilder, coef: &[f64], x: &[E]) -> E {
 }
 
 /// `U = G g Gᵀ` for every (co, ci), written straight into GEMM A panels: the 36 matrices
-/// `[Co][Ci]`, each packed like [`super::pack_a`] packs one group (`[Co / mr][Ci][mr]`, zero rows pad),
+/// `[rows][Ci]` (`rows >= Co`, the rows past `Co` zero), each packed like [`super::pack_a`]
+/// packs one group (`[rows / mr][Ci][mr]`, zero rows pad),
 /// in one pass (512-channel layers have 9.4M elements; transforming, then packing, then copying
 /// cost a third of a second of resnet50's compile).
-fn transform_weights_packed(w: &[f32], co: usize, ci: usize, mr: usize) -> Vec<f32> {
-    let panels = co.div_ceil(mr);
+fn transform_weights_packed(w: &[f32], co: usize, ci: usize, rows: usize, mr: usize) -> Vec<f32> {
+    let panels = rows.div_ceil(mr);
     let mut out = vec![0f32; 36 * panels * ci * mr];
     for o in 0..co {
         let (po, lo) = (o / mr, o % mr);
@@ -156,7 +172,8 @@ impl<'g> LowerState<'g> {
 
         // 1. Weights.
         let Op::Constant(wt) = &g.node(w).op else { unreachable!("checked by eligible") };
-        let u = transform_weights_packed(&wt.f32_values()?, co, ci, mr);
+        let m_rows = conflict_free_rows(co, tiles);
+        let u = transform_weights_packed(&wt.f32_values()?, co, ci, m_rows, mr);
         let u_buf = self.add_weight(Tensor::from_f32(vec![u.len()], &u), &format!("{}_winograd", g.node(w).name));
 
         // 2. Input: zero-padded to whole tiles, then transformed.
@@ -215,17 +232,17 @@ impl<'g> LowerState<'g> {
             self.push_kernel(k, args);
         }
 
-        // 3. M[36][Co][tiles] = U V.
-        let m_buf = self.new_buffer(BufferKind::Temp { offset: 0 }, DType::F32, 36 * co * tiles, &format!("{name}_winograd_m"));
+        // 3. M[36][m_rows][tiles] = U V (rows past Co are zero and never read).
+        let m_buf = self.new_buffer(BufferKind::Temp { offset: 0 }, DType::F32, 36 * m_rows * tiles, &format!("{name}_winograd_m"));
         {
             let mut kl = KernelLowering::new(self, None, m_buf);
-            let (vars, idx) = kl.gemm_domain(&[36, co, tiles]);
-            let a_base = kl.kb.mul_c(idx[0], (co.div_ceil(mr) * mr * ci) as i64);
+            let (vars, idx) = kl.gemm_domain(&[36, m_rows, tiles]);
+            let a_base = kl.kb.mul_c(idx[0], (m_rows.div_ceil(mr) * mr * ci) as i64);
             let b_base = kl.kb.mul_c(idx[0], v_stride as i64);
             let a = GemmOperand { buf: kl.slot(u_buf), base: a_base, row_stride: ci as i64, col_stride: 1, panel: Some((ci * mr) as i64), padded_cols: false };
             let b = GemmOperand { buf: kl.slot(v_buf), base: b_base, row_stride: tiles as i64, col_stride: 1, panel: None, padded_cols: false };
             let epilogue = kl.kb.acc();
-            let gemm = Gemm { m: co, n: tiles, k: ci, a, b, elem: GemmElem::F32, epilogue };
+            let gemm = Gemm { m: m_rows, n: tiles, k: ci, a, b, elem: GemmElem::F32, epilogue };
             let (k, args) = kl.finish_gemm(format!("{name}_winograd_gemm"), vars, gemm, tile);
             self.push_kernel(k, args);
         }
@@ -264,7 +281,7 @@ impl<'g> LowerState<'g> {
             let tile = kl.kb.flat_index(&[n, ty, tx], &[nb, ty_n, tx_n]);
             let m: Vec<E> = (0..36)
                 .map(|b| {
-                    let row = kl.kb.i64c((b * co) as i64);
+                    let row = kl.kb.i64c((b * m_rows) as i64);
                     let row = kl.kb.add(row, o);
                     let at = kl.kb.mul_c(row, tiles as i64);
                     let at = kl.kb.add(at, tile);
@@ -299,7 +316,7 @@ impl<'g> LowerState<'g> {
 
 #[cfg(test)]
 mod tests {
-    use super::conflict_free_stride;
+    use super::{conflict_free_rows, conflict_free_stride};
 
     #[test]
     fn matrix_strides_are_an_odd_number_of_lines() {
@@ -310,6 +327,22 @@ mod tests {
         for len in 1..5000 {
             let s = conflict_free_stride(len);
             assert!(s >= len && s % 16 == 0 && (s / 16) % 2 == 1 && s - len < 32, "{len} -> {s}");
+        }
+    }
+
+    #[test]
+    fn product_rows_spread_over_l1_sets() {
+        // resnet50: 512 x 4 tiles (8 KB apart), 256 x 16 (16 KB), 64 x 196 (49 KB, 16 lines in common).
+        assert_eq!(conflict_free_rows(512, 4), 513);
+        assert_eq!(conflict_free_rows(256, 16), 257);
+        assert_eq!(conflict_free_rows(64, 196), 65);
+        assert_eq!(conflict_free_rows(48, 5), 48);
+        for co in 16..600 {
+            for tiles in [4, 9, 16, 36, 49, 64, 196, 784] {
+                let r = conflict_free_rows(co, tiles);
+                let bytes = r * tiles * 4;
+                assert!(r >= co && r < co + 64 && (bytes % 64 != 0 || super::gcd(bytes / 64, 64) <= 8), "{co} x {tiles} -> {r}");
+            }
         }
     }
 }
