@@ -59,6 +59,38 @@ fn close(got: &[f32], want: &[f32], tol: f32) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// A 2-D convolution of the zero-padded `x` (`[batch, c, h, w]`, `pad` on each side) with `w`
+/// (`[m, c / groups, kh, kw]`), accumulated in f64: `[batch, m, oh, ow]`.
+#[allow(clippy::too_many_arguments)]
+fn conv2d_reference(x: &[f32], xs: [usize; 4], w: &[f32], ws: [usize; 4], groups: usize, stride: usize, dil: usize, pad: i64, (oh, ow): (usize, usize)) -> Vec<f64> {
+    let ([batch, c, h, wd], [m, cpg, kh, kw]) = (xs, ws);
+    let mpg = m / groups;
+    let mut out = vec![0f64; batch * m * oh * ow];
+    for b in 0..batch { for mo in 0..m { let gi = mo / mpg; for oy in 0..oh { for ox in 0..ow {
+        let mut acc = 0f64;
+        for ci in 0..cpg { for ky in 0..kh { for kx in 0..kw {
+            let iy = (oy * stride + ky * dil) as i64 - pad;
+            let ix = (ox * stride + kx * dil) as i64 - pad;
+            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                let chan = gi * cpg + ci;
+                acc += x[((b * c + chan) * h + iy as usize) * wd + ix as usize] as f64 * w[((mo * cpg + ci) * kh + ky) * kw + kx] as f64;
+            }
+        }}}
+        out[((b * m + mo) * oh + oy) * ow + ox] = acc;
+    }}}}
+    out
+}
+
+/// `max(y + bias[channel], 0)` for an NCHW `y`: the epilogue the GEMM and Winograd tests fuse.
+fn bias_relu(g: &mut Graph, y: NodeId, bias: &[f32]) -> NodeId {
+    let shape = g.ty(y).shape.clone();
+    let bv = g.constant(Tensor::from_f32(vec![bias.len(), 1, 1], bias), "bias");
+    let s = g.add(Op::Binary(BinaryOp::Add), &[y, bv], "add").unwrap();
+    let z = g.constant(Tensor::from_f32(vec![], &[0.0]), "zero");
+    let zx = g.add(Op::Expand { shape }, &[z], "zx").unwrap();
+    g.add(Op::Binary(BinaryOp::Max), &[s, zx], "relu").unwrap()
+}
+
 /// A shape and a broadcast-compatible partner.
 fn bcast_pair() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
     prop::collection::vec(1usize..5, 1..4).prop_flat_map(|a| {
@@ -168,20 +200,8 @@ proptest! {
         g.set_output("y", y);
         let (dx, dw) = (data(c * h * w, 6), data(m * c_per_group * kh * kw, 7));
         let ys = g.ty(y).shape.clone();
-        let (oh, ow) = (ys[2], ys[3]);
-        let mut want = vec![0f32; m * oh * ow];
-        for mo in 0..m { let gi = mo / m_per_group; for oy in 0..oh { for ox in 0..ow {
-            let mut s = 0f32;
-            for ci in 0..c_per_group { for ky in 0..kh { for kx in 0..kw {
-                let iy = (oy * stride + ky * dil) as i64 - pad;
-                let ix = (ox * stride + kx * dil) as i64 - pad;
-                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                    let chan = gi * c_per_group + ci;
-                    s += dx[(chan * h + iy as usize) * w + ix as usize] * dw[((mo * c_per_group + ci) * kh + ky) * kw + kx];
-                }
-            }}}
-            want[(mo * oh + oy) * ow + ox] = s;
-        }}}
+        let want: Vec<f32> = conv2d_reference(&dx, [1, c, h, w], &dw, [m, c_per_group, kh, kw], groups, stride, dil, pad, (ys[2], ys[3]))
+            .iter().map(|&v| v as f32).collect();
         close(&run(&g, &[dx, dw]), &want, 1e-5)?;
     }
 
@@ -250,28 +270,16 @@ proptest! {
         let ys = g.ty(y).shape.clone();
         let (oh, ow) = (ys[2], ys[3]);
         prop_assume!(batch * oh.div_ceil(4) * ow.div_ceil(4) >= 4);
-        let bias = data(co, 12);
-        let bv = g.constant(Tensor::from_f32(vec![co, 1, 1], &bias), "bias");
-        let s = g.add(Op::Binary(BinaryOp::Add), &[y, bv], "add").unwrap();
         let res = input(&mut g, "res", &[batch, co, oh, ow]);
-        let s = g.add(Op::Binary(BinaryOp::Add), &[s, res], "residual").unwrap();
-        let z = g.constant(Tensor::from_f32(vec![], &[0.0]), "zero");
-        let zx = g.add(Op::Expand { shape: vec![batch, co, oh, ow] }, &[z], "zx").unwrap();
-        let r = g.add(Op::Binary(BinaryOp::Max), &[s, zx], "relu").unwrap();
+        let y_res = g.add(Op::Binary(BinaryOp::Add), &[y, res], "residual").unwrap();
+        let bias = data(co, 12);
+        let r = bias_relu(&mut g, y_res, &bias);
         g.set_output("y", r);
         let (dx, dr) = (data(batch * ci * h * w, 13), data(batch * co * oh * ow, 14));
-        let mut want = vec![0f32; batch * co * oh * ow];
-        for b in 0..batch { for o in 0..co { for oy in 0..oh { for ox in 0..ow {
-            let mut acc = 0f64;
-            for c in 0..ci { for ky in 0..3 { for kx in 0..3 {
-                let (iy, ix) = (oy as i64 + ky as i64 - pad, ox as i64 + kx as i64 - pad);
-                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                    acc += dx[((b * ci + c) * h + iy as usize) * w + ix as usize] as f64 * dw[((o * ci + c) * 3 + ky) * 3 + kx] as f64;
-                }
-            }}}
-            let i = ((b * co + o) * oh + oy) * ow + ox;
-            want[i] = ((acc + bias[o] as f64 + dr[i] as f64).max(0.0)) as f32;
-        }}}}
+        let conv = conv2d_reference(&dx, [batch, ci, h, w], &dw, [co, ci, 3, 3], 1, 1, 1, pad, (oh, ow));
+        let want: Vec<f32> = conv.iter().enumerate()
+            .map(|(i, &acc)| (acc + bias[(i / (oh * ow)) % co] as f64 + dr[i] as f64).max(0.0) as f32)
+            .collect();
         let got = run_with(&g, &[dx, dr], true);
         close(&got, &want, 2e-4)?;
     }
@@ -299,27 +307,12 @@ proptest! {
         let ys = g.ty(y).shape.clone();
         prop_assert_eq!(ys[3], ow);
         let bias = data(m, 22);
-        let bv = g.constant(Tensor::from_f32(vec![m, 1, 1], &bias), "bias");
-        let s = g.add(Op::Binary(BinaryOp::Add), &[y, bv], "add").unwrap();
-        let z = g.constant(Tensor::from_f32(vec![], &[0.0]), "zero");
-        let zx = g.add(Op::Expand { shape: ys.clone() }, &[z], "zx").unwrap();
-        let r = g.add(Op::Binary(BinaryOp::Max), &[s, zx], "relu").unwrap();
+        let r = bias_relu(&mut g, y, &bias);
         g.set_output("y", r);
         let oh = ys[2];
         let dx = data(batch * c * h * w, 23);
-        let mut want = vec![0f32; batch * m * oh * ow];
-        for b in 0..batch { for mo in 0..m { let gi = mo / mpg; for oy in 0..oh { for ox in 0..ow {
-            let mut acc = 0f64;
-            for ci in 0..cpg { for ky in 0..kh { for kx in 0..kw {
-                let iy = (oy * stride + ky * dil) as i64 - p;
-                let ix = (ox * stride + kx * dil) as i64 - p;
-                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                    let chan = gi * cpg + ci;
-                    acc += dx[((b * c + chan) * h + iy as usize) * w + ix as usize] as f64 * dw[((mo * cpg + ci) * kh + ky) * kw + kx] as f64;
-                }
-            }}}
-            want[((b * m + mo) * oh + oy) * ow + ox] = (acc + bias[mo] as f64).max(0.0) as f32;
-        }}}}
+        let conv = conv2d_reference(&dx, [batch, c, h, w], &dw, [m, cpg, kh, kw], groups, stride, dil, p, (oh, ow));
+        let want: Vec<f32> = conv.iter().enumerate().map(|(i, &acc)| (acc + bias[(i / (oh * ow)) % m] as f64).max(0.0) as f32).collect();
         close(&run_with(&g, &[dx], true), &want, 1e-5)?;
     }
 }
