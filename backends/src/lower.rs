@@ -636,7 +636,7 @@ impl<'g> LowerState<'g> {
                 // the 7x7 stride-2 stems' im2col halved (resnet50 1.40 → 0.74 ms), their GEMM
                 // time did not change.
                 let pointwise = ws[2..].iter().all(|&d| d == 1) && cv.strides.iter().all(|&s| s == 1) && xs[2..] == osh[2..];
-                let b_panels = !pointwise && sp == 2 && osh[3] % tile.nr == 0 && self.opts.machine.lanes > 1;
+                let b_panels = !pointwise && sp == 2 && osh[3] % tile.nr == 0;
                 let (b_buf, b_row, b_group_stride, b_batch_stride) = if pointwise {
                     (self.dense_buffer(ops[0])?, p, (cg * p) as i64, (ci * p) as i64)
                 } else {
@@ -752,14 +752,7 @@ impl<'g> LowerState<'g> {
         dom.extend(&osh[2..]);
         let mut kl = KernelLowering::new(self, None, col);
         let (vars, idx) = kl.domain(&dom);
-        let gc = kl.kb.mul_c(idx[1], ws[1] as i64);
-        let chan = kl.kb.add(gc, idx[2]);
-        let mut xi = vec![idx[0], chan];
-        for a in 0..sp {
-            let o = kl.kb.mul_c(idx[3 + sp + a], cv.strides[a] as i64);
-            let kd = kl.kb.mul_c(idx[3 + a], cv.dilations[a] as i64);
-            xi.push(kl.kb.add(o, kd));
-        }
+        let xi = window_source(&mut kl.kb, cv, ws[1], [idx[0], idx[1], idx[2]], &idx[3 + sp..], &idx[3..3 + sp]);
         let v = kl.access(x, &xi)?;
         let (k, args) = kl.finish(name.to_string(), vars, Body::map(v));
         self.push_kernel(k, args);
@@ -778,16 +771,9 @@ impl<'g> LowerState<'g> {
         let (vars, idx) = kl.domain(&[nb, groups, oh, ow / nr, cg, kh, kw, nr]);
         let (n, grp, y, xb, c, ky, kx, xl) = (idx[0], idx[1], idx[2], idx[3], idx[4], idx[5], idx[6], idx[7]);
         let kb = &mut kl.kb;
-        let gc = kb.mul_c(grp, cg as i64);
-        let chan = kb.add(gc, c);
-        let ys = kb.mul_c(y, cv.strides[0] as i64);
-        let kys = kb.mul_c(ky, cv.dilations[0] as i64);
-        let iy = kb.add(ys, kys);
         let xo = kb.mul_c(xb, nr as i64);
         let xo = kb.add(xo, xl);
-        let xos = kb.mul_c(xo, cv.strides[1] as i64);
-        let kxs = kb.mul_c(kx, cv.dilations[1] as i64);
-        let ix = kb.add(xos, kxs);
+        let xi = window_source(kb, cv, cg, [n, grp, c], &[y, xo], &[ky, kx]);
         let block = kb.flat_index(&[n, grp], &[nb, groups]);
         let block = kb.mul_c(block, (kk * p) as i64);
         let panel = kb.flat_index(&[y, xb], &[oh, ow / nr]);
@@ -797,11 +783,25 @@ impl<'g> LowerState<'g> {
         let at = kb.add(block, panel);
         let at = kb.add(at, r);
         let at = kb.add(at, xl);
-        let v = kl.access(x, &[n, chan, iy, ix])?;
+        let v = kl.access(x, &xi)?;
         let (k, args) = kl.finish(name.to_string(), vars, Body::map_at(v, at));
         self.push_kernel(k, args);
         Ok(())
     }
+}
+
+/// The input element a convolution's window tap reads: `[n, group * cg + c, out * stride +
+/// tap * dilation ..]` for batch point `n`, group `grp`, channel `c` of the group, output
+/// position `out` and tap `tap` (one entry per spatial axis).
+fn window_source(kb: &mut KernelBuilder, cv: &odc_ir::Conv, cg: usize, [n, grp, c]: [E; 3], out: &[E], tap: &[E]) -> Vec<E> {
+    let gc = kb.mul_c(grp, cg as i64);
+    let mut xi = vec![n, kb.add(gc, c)];
+    for a in 0..out.len() {
+        let o = kb.mul_c(out[a], cv.strides[a] as i64);
+        let t = kb.mul_c(tap[a], cv.dilations[a] as i64);
+        xi.push(kb.add(o, t));
+    }
+    xi
 }
 
 /// Element offset of a batch index into an operand with batch dims `shape` broadcast against
@@ -1131,14 +1131,7 @@ impl<'s, 'g> KernelLowering<'s, 'g> {
                 // input channel = group * Cg + ci, group = m / (M / groups)
                 let mpg = self.kb.i64c(m_per_group as i64);
                 let group = self.kb.div(idx[1], mpg);
-                let gbase = self.kb.mul_c(group, cg as i64);
-                let chan = self.kb.add(gbase, cie);
-                let mut xi = vec![idx[0], chan];
-                for i in 0..sp {
-                    let o = self.kb.mul_c(idx[2 + i], c.strides[i] as i64);
-                    let kk = self.kb.mul_c(kexprs[i], c.dilations[i] as i64);
-                    xi.push(self.kb.add(o, kk));
-                }
+                let xi = window_source(&mut self.kb, c, cg, [idx[0], group, cie], &idx[2..2 + sp], &kexprs);
                 let mut wi = vec![idx[1], cie];
                 wi.extend(kexprs.iter().copied());
                 let x = self.access(ops[0], &xi)?;

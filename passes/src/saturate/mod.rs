@@ -336,9 +336,6 @@ fn rebuild(src: &Graph, eg: &OGraph, ext: &Extraction, outputs: &[(String, Id)],
                             if i != t.root() {
                                 plan.fused.insert(id);
                             }
-                            if matches!(tn, TNode::Prim(..)) && g.node(id).op.family() == OpFamily::Contraction {
-                                plan.direct.insert(id);
-                            }
                             if matches!(tn, TNode::Gemm(..)) {
                                 gemm = Some(id);
                             }
