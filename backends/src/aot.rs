@@ -38,7 +38,7 @@ pub struct AotModule {
     /// A relocatable ELF object.
     pub object: Vec<u8>,
     /// The external weights file's name and contents, when weights are not embedded.
-    pub weights_file: Option<(String, Vec<u8>)>,
+    pub weights_file: Option<(String, WeightsLayout)>,
 }
 
 fn is_c_identifier(s: &str) -> bool {
@@ -68,7 +68,7 @@ pub fn compile_object(prog: &Program, opts: &AotOptions) -> Result<AotModule, Ir
     define_program(&mut module, prog, &spec)?;
     let product = module.finish();
     let object = product.emit().map_err(|e| IrError::new(format!("object emission failed: {e}")))?;
-    Ok(AotModule { triple, object, weights_file: external.then(|| (file_name, layout.blob(prog))) })
+    Ok(AotModule { triple, object, weights_file: external.then_some((file_name, layout)) })
 }
 
 /// A GNU `ar` archive holding the object, with a symbol index so linkers find the entry points.

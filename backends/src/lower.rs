@@ -832,7 +832,7 @@ fn pack_a(t: &Tensor, groups: usize, mg: usize, k: usize, mr: usize) -> Result<T
             }
         }
     }
-    Ok(Tensor::from_f32(vec![out.len()], &out))
+    Ok(Tensor::from_f32_vec(vec![out.len()], out))
 }
 
 /// Pack matmul weights `[batch..][k][n]` into `[batch..][ceil(n/nr)][k][nr]` (zero columns pad).
@@ -850,7 +850,7 @@ fn pack_b(t: &Tensor, nr: usize) -> Result<Tensor, IrError> {
             }
         }
     }
-    Ok(Tensor::from_f32(vec![out.len()], &out))
+    Ok(Tensor::from_f32_vec(vec![out.len()], out))
 }
 
 /// Pack 8-bit matmul weights `[batch..][k][n]` (held as i8, u8 or byte-range i32) into

@@ -44,18 +44,61 @@ pub struct ModuleSpec {
     pub microkernel_isa: Option<std::sync::Arc<dyn TargetIsa>>,
 }
 
-/// Compile `ctx` with `isa` and insert the bytes into `m` (for functions compiled with flags
-/// other than the module's).
-fn define_with_isa<M: Module>(m: &mut M, id: FuncId, ctx: &mut cranelift_codegen::Context, isa: &dyn TargetIsa) -> Result<(), IrError> {
+/// A kernel compiled to machine code, ready for `Module::define_function_bytes`.
+struct CompiledKernel {
+    alignment: u64,
+    bytes: Vec<u8>,
+    relocs: Vec<cranelift_module::ModuleReloc>,
+    disasm: Option<String>,
+}
+
+/// Build and compile kernel `k` (declared as `id`) with `isa`.
+fn compile_kernel(k: &crate::kernel::Kernel, id: FuncId, sig: ir::Signature, isa: &dyn TargetIsa, opts: CodegenOptions) -> Result<CompiledKernel, IrError> {
+    let mut ctx = cranelift_codegen::Context::for_function(ir::Function::with_name_signature(ir::UserFuncName::user(0, id.as_u32()), sig));
+    build_kernel(k, &mut ctx.func, &mut FunctionBuilderContext::new(), isa.frontend_config(), opts);
+    let disasm = std::env::var("ODC_DISASM").is_ok_and(|f| k.name.contains(f.as_str()));
+    ctx.set_disasm(disasm);
     let code = ctx
         .compile(isa, &mut cranelift_codegen::control::ControlPlane::default())
-        .map_err(|e| module_err(format!("{:?}", e.inner)))?;
-    let alignment = code.buffer.alignment as u64;
-    let bytes = code.code_buffer().to_vec();
+        .map_err(|e| module_err(format!("kernel {}: {:?}", k.name, e.inner)))?;
+    let (alignment, bytes) = (code.buffer.alignment as u64, code.code_buffer().to_vec());
+    let disasm = disasm.then(|| code.vcode.clone().unwrap_or_else(|| "(no disassembly)".into()));
     let mach_relocs = code.buffer.relocs().to_vec();
-    let relocs: Vec<cranelift_module::ModuleReloc> =
-        mach_relocs.iter().map(|r| cranelift_module::ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect();
-    m.define_function_bytes(id, alignment, &bytes, &relocs).map_err(module_err)
+    let relocs = mach_relocs.iter().map(|r| cranelift_module::ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect();
+    Ok(CompiledKernel { alignment, bytes, relocs, disasm })
+}
+
+/// Compile every kernel of `prog` on up to one thread per core (kernels are independent; each
+/// gets its own Cranelift context). GEMM kernels use `micro` when given.
+fn compile_kernels(prog: &Program, ids: &[FuncId], sig: &ir::Signature, isa: &dyn TargetIsa, micro: Option<&dyn TargetIsa>, opts: CodegenOptions) -> Result<Vec<CompiledKernel>, IrError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let n = prog.kernels.len();
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n).max(1);
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = vec![];
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= n {
+                return done;
+            }
+            let k = &prog.kernels[i];
+            let isa = match (&k.body, micro) {
+                (crate::kernel::Body::Gemm(_), Some(micro)) => micro,
+                _ => isa,
+            };
+            done.push((i, compile_kernel(k, ids[i], sig.clone(), isa, opts)));
+        }
+    };
+    let mut results: Vec<Option<Result<CompiledKernel, IrError>>> = (0..n).map(|_| None).collect();
+    std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mine = work();
+        for (i, r) in helpers.into_iter().flat_map(|h| h.join().expect("a code generation thread panicked")).chain(mine) {
+            results[i] = Some(r);
+        }
+    });
+    results.into_iter().map(|r| r.expect("every kernel was compiled")).collect()
 }
 
 /// Symbols of an emitted program.
@@ -69,11 +112,13 @@ pub struct EmittedProgram {
     pub weights_layout: WeightsLayout,
 }
 
-/// Placement of every weight in one blob.
+/// Placement of every weight in one blob (64-byte aligned, zero padding between weights). The
+/// weights are shared, not copied: the blob is assembled only where it is written.
 #[derive(Clone, Debug, Default)]
 pub struct WeightsLayout {
     pub offsets: Vec<usize>,
     pub size: usize,
+    parts: Vec<odc_ir::Bytes>,
 }
 
 impl WeightsLayout {
@@ -85,16 +130,43 @@ impl WeightsLayout {
             offsets.push(size);
             size += w.data.len();
         }
-        WeightsLayout { offsets, size }
+        WeightsLayout { offsets, size, parts: prog.weights.iter().map(|w| w.data.clone()).collect() }
+    }
+
+    /// The bytes `range` of the blob.
+    pub fn range(&self, range: std::ops::Range<usize>) -> Vec<u8> {
+        let mut out = vec![0u8; range.len()];
+        for (part, &at) in self.parts.iter().zip(&self.offsets) {
+            let (lo, hi) = (at.max(range.start), (at + part.len()).min(range.end));
+            if lo < hi {
+                out[lo - range.start..hi - range.start].copy_from_slice(&part.as_slice()[lo - at..hi - at]);
+            }
+        }
+        out
     }
 
     /// The blob itself.
-    pub fn blob(&self, prog: &Program) -> Vec<u8> {
-        let mut v = vec![0u8; self.size];
-        for (w, &o) in prog.weights.iter().zip(&self.offsets) {
-            v[o..o + w.data.len()].copy_from_slice(w.bytes());
+    pub fn blob(&self) -> Vec<u8> {
+        self.range(0..self.size)
+    }
+
+    /// [`abi::fingerprint`] of the blob, from its first and last MiB.
+    pub fn fingerprint(&self) -> u64 {
+        let head = self.range(0..self.size.min(abi::FINGERPRINT_SPAN));
+        let tail = self.range(self.size.saturating_sub(abi::FINGERPRINT_SPAN).max(head.len())..self.size);
+        abi::fingerprint_parts(self.size, &head, &tail)
+    }
+
+    /// Write the blob to `w` weight by weight.
+    pub fn write_to(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        const ZEROS: [u8; 64] = [0; 64];
+        let mut at = 0;
+        for (part, &offset) in self.parts.iter().zip(&self.offsets) {
+            w.write_all(&ZEROS[..offset - at])?;
+            w.write_all(part.as_slice())?;
+            at = offset + part.len();
         }
-        v
+        Ok(())
     }
 }
 
@@ -143,28 +215,20 @@ pub fn define_program<M: Module>(m: &mut M, prog: &Program, spec: &ModuleSpec) -
     let p = &spec.prefix;
     let mut fctx = FunctionBuilderContext::new();
     let mut ctx = m.make_context();
+    let sig = kernel_signature(call_conv, ptr);
     let mut kernels = vec![];
     for (i, k) in prog.kernels.iter().enumerate() {
-        let sig = kernel_signature(call_conv, ptr);
-        let id = m.declare_function(&format!("{p}_k{i}"), Linkage::Local, &sig).map_err(module_err)?;
-        ctx.func.signature = sig;
-        build_kernel(k, &mut ctx.func, &mut fctx, m.isa().frontend_config(), opts);
+        kernels.push(m.declare_function(&format!("{p}_k{i}"), Linkage::Local, &sig).map_err(module_err)?);
         if std::env::var("ODC_DUMP_KERNELS").is_ok_and(|f| k.name.contains(f.as_str())) {
             eprintln!("{k}");
         }
-        let disasm = std::env::var("ODC_DISASM").ok().filter(|f| k.name.contains(f.as_str()));
-        ctx.set_disasm(disasm.is_some());
-        match (&k.body, &spec.microkernel_isa) {
-            (crate::kernel::Body::Gemm(_), Some(isa)) => define_with_isa(m, id, &mut ctx, &**isa)?,
-            _ => m.define_function(id, &mut ctx).map_err(|e| module_err(format!("kernel {}: {e:?}", k.name)))?,
+    }
+    let compiled = compile_kernels(prog, &kernels, &sig, m.isa(), spec.microkernel_isa.as_deref(), opts)?;
+    for ((k, &id), c) in prog.kernels.iter().zip(&kernels).zip(compiled) {
+        if let Some(d) = c.disasm {
+            eprintln!("=== kernel {} ===\n{d}", k.name);
         }
-        if disasm.is_some() {
-            if let Some(code) = ctx.compiled_code() {
-                eprintln!("=== kernel {} ===\n{}", k.name, code.vcode.as_deref().unwrap_or("(no disassembly)"));
-            }
-        }
-        m.clear_context(&mut ctx);
-        kernels.push(id);
+        m.define_function_bytes(id, c.alignment, &c.bytes, &c.relocs).map_err(module_err)?;
     }
 
     let layout = WeightsLayout::of(prog);
@@ -172,7 +236,7 @@ pub fn define_program<M: Module>(m: &mut M, prog: &Program, spec: &ModuleSpec) -
         WeightsMode::Embedded if layout.size > 0 => {
             let id = m.declare_data(&format!("{p}_weights"), Linkage::Local, false, false).map_err(module_err)?;
             let mut d = DataDescription::new();
-            d.define(layout.blob(prog).into_boxed_slice());
+            d.define(layout.blob().into_boxed_slice());
             d.set_align(64);
             m.define_data(id, &d).map_err(module_err)?;
             Some(id)
@@ -180,7 +244,7 @@ pub fn define_program<M: Module>(m: &mut M, prog: &Program, spec: &ModuleSpec) -
         _ => None,
     };
     let fingerprint = match &spec.weights {
-        WeightsMode::External { .. } => abi::fingerprint(&layout.blob(prog)),
+        WeightsMode::External { .. } => layout.fingerprint(),
         _ => 0,
     };
     let desc = define_descriptor(m, prog, spec, &layout, fingerprint)?;
@@ -487,4 +551,39 @@ fn define_run<M: Module>(
     m.define_function(run, &mut ctx).map_err(|e| module_err(format!("{}_run: {e:?}", spec.prefix)))?;
     m.clear_context(&mut ctx);
     Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use odc_ir::Tensor;
+
+    fn program_with(sizes: &[usize]) -> Program {
+        let weights = sizes
+            .iter()
+            .enumerate()
+            .map(|(w, &n)| Tensor::from_f32(vec![n], &(0..n).map(|i| (i * 31 + w * 7) as f32).collect::<Vec<_>>()))
+            .collect();
+        Program { kernels: vec![], buffers: vec![], steps: vec![], weights, inputs: vec![], outputs: vec![], arena_size: 0 }
+    }
+
+    /// The blob assembled range by range, written weight by weight and fingerprinted from its
+    /// ends equals the blob built whole, for blobs shorter and longer than two fingerprint spans.
+    #[test]
+    fn weights_layout_writes_and_fingerprints_the_blob_it_describes() {
+        for sizes in [&[3, 5, 17][..], &[300_000, 1, 250_001, 70_000][..]] {
+            let layout = WeightsLayout::of(&program_with(sizes));
+            let blob = layout.blob();
+            assert_eq!(blob.len(), layout.size);
+            for (w, &at) in layout.offsets.iter().enumerate() {
+                assert_eq!(at % 64, 0);
+                assert_eq!(&blob[at..at + sizes[w] * 4], program_with(sizes).weights[w].bytes());
+            }
+            let mut written = vec![];
+            layout.write_to(&mut written).unwrap();
+            assert_eq!(written, blob);
+            assert_eq!(layout.range(5..layout.size - 3), blob[5..layout.size - 3]);
+            assert_eq!(layout.fingerprint(), abi::fingerprint(&blob));
+        }
+    }
 }

@@ -308,7 +308,14 @@ pub fn compile_aot(model: &Path, opts: &CompileOptions, req: &AotRequest, timing
         write(dir.join(format!("{stem}.rs")), rs.as_bytes(), &mut written)?;
     }
     if let Some((name, blob)) = &module.weights_file {
-        write(dir.join(name), blob, &mut written)?;
+        let path = dir.join(name);
+        timings.record("write_weights", || {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+            blob.write_to(&mut f)?;
+            std::io::Write::flush(&mut f)
+        })
+        .map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
+        written.push(path);
     }
     Ok(written)
 }

@@ -16,13 +16,40 @@ pub struct Bytes(Repr);
 
 #[derive(Clone)]
 enum Repr {
-    Owned(Arc<[u8]>),
+    // Vecs rather than `Arc<[u8]>`, so adopting a decoded buffer or computed f32 weights copies
+    // nothing.
+    Owned(Arc<Vec<u8>>),
+    /// f32 values viewed as their bytes (little-endian hosts only).
+    F32(Arc<Vec<f32>>),
     Mapped { map: Arc<Mmap>, offset: usize, len: usize },
 }
 
 impl Bytes {
     pub fn from_vec(v: Vec<u8>) -> Self {
-        Bytes(Repr::Owned(v.into()))
+        Bytes(Repr::Owned(Arc::new(v)))
+    }
+
+    /// Owned bytes copied from `v`.
+    pub fn from_slice(v: &[u8]) -> Self {
+        Self::from_vec(v.to_vec())
+    }
+
+    /// The little-endian bytes of plain-old-data values: a single copy on little-endian hosts.
+    fn from_le<T: bytemuck::Pod, const N: usize>(v: &[T], to_le: impl Fn(&T) -> [u8; N]) -> Self {
+        if cfg!(target_endian = "little") {
+            Self::from_slice(bytemuck::cast_slice(v))
+        } else {
+            Self::from_vec(v.iter().flat_map(to_le).collect())
+        }
+    }
+
+    /// The little-endian bytes of `v`, without a copy on little-endian hosts.
+    pub fn from_f32_vec(v: Vec<f32>) -> Self {
+        if cfg!(target_endian = "little") {
+            Bytes(Repr::F32(Arc::new(v)))
+        } else {
+            Self::from_le(&v, |x| x.to_le_bytes())
+        }
     }
 
     /// A window of a mapped file. Fails when the window does not lie inside the mapping.
@@ -40,6 +67,7 @@ impl Bytes {
     pub fn as_slice(&self) -> &[u8] {
         match &self.0 {
             Repr::Owned(v) => v,
+            Repr::F32(v) => bytemuck::cast_slice(v),
             Repr::Mapped { map, offset, len } => &map[*offset..*offset + *len],
         }
     }
@@ -85,9 +113,13 @@ impl Tensor {
         Ok(Tensor { dtype, shape, data })
     }
 
+    /// An f32 tensor owning `v` (no copy on little-endian hosts).
+    pub fn from_f32_vec(shape: Vec<usize>, v: Vec<f32>) -> Self {
+        Tensor::new(DType::F32, shape, Bytes::from_f32_vec(v)).expect("length matches shape")
+    }
+
     pub fn from_f32(shape: Vec<usize>, v: &[f32]) -> Self {
-        let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        Tensor::new(DType::F32, shape, Bytes::from_vec(bytes)).expect("length matches shape")
+        Tensor::new(DType::F32, shape, Bytes::from_le(v, |x| x.to_le_bytes())).expect("length matches shape")
     }
 
     /// The elements of an f32 tensor.
@@ -95,12 +127,15 @@ impl Tensor {
         if self.dtype != DType::F32 {
             return Err(IrError::new(format!("expected an f32 tensor, got {}", self.dtype)));
         }
-        Ok(self.bytes().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        let b = self.bytes();
+        match bytemuck::try_cast_slice::<u8, f32>(b) {
+            Ok(v) if cfg!(target_endian = "little") => Ok(v.to_vec()),
+            _ => Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        }
     }
 
     pub fn from_i64(shape: Vec<usize>, v: &[i64]) -> Self {
-        let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        Tensor::new(DType::I64, shape, Bytes::from_vec(bytes)).expect("length matches shape")
+        Tensor::new(DType::I64, shape, Bytes::from_le(v, |x| x.to_le_bytes())).expect("length matches shape")
     }
 
     /// A tensor of `dtype` holding `values` (given as f64, converted with `as`-cast semantics;

@@ -83,7 +83,7 @@ pub fn scale_weights(w: &Tensor, scale: &[f32], is_conv: bool) -> Result<Tensor,
     } else {
         wv.iter_mut().enumerate().for_each(|(i, v)| *v *= scale[i % c]);
     }
-    Ok(Tensor::from_f32(w.shape.clone(), &wv))
+    Ok(Tensor::from_f32_vec(w.shape.clone(), wv))
 }
 
 fn affine_chain(g: &Graph, n: NodeId) -> Option<Chain> {

@@ -138,20 +138,27 @@ impl Status {
     }
 }
 
+/// Bytes at each end of a weights blob that [`fingerprint`] reads.
+pub const FINGERPRINT_SPAN: usize = 1 << 20;
+
 /// Fingerprint of a weights blob: FNV-1a over its length and its first and last MiB. Detects a
 /// wrong or truncated file without hashing hundreds of megabytes at load time.
 pub fn fingerprint(bytes: &[u8]) -> u64 {
-    const MIB: usize = 1 << 20;
+    let head = &bytes[..bytes.len().min(FINGERPRINT_SPAN)];
+    let tail = &bytes[bytes.len().saturating_sub(FINGERPRINT_SPAN).max(head.len())..];
+    fingerprint_parts(bytes.len(), head, tail)
+}
+
+/// [`fingerprint`] of a blob of `len` bytes given its first and last (non-overlapping) MiB.
+pub fn fingerprint_parts(len: usize, head: &[u8], tail: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |b: u8| {
         h ^= b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     };
-    for b in (bytes.len() as u64).to_le_bytes() {
+    for b in (len as u64).to_le_bytes() {
         eat(b);
     }
-    let head = &bytes[..bytes.len().min(MIB)];
-    let tail = &bytes[bytes.len().saturating_sub(MIB).max(head.len())..];
     head.iter().chain(tail).for_each(|&b| eat(b));
     h
 }

@@ -129,27 +129,36 @@ fn lincomb(kb: &mut KernelBuilder, coef: &[f64], x: &[E]) -> E {
 fn transform_weights_packed(w: &[f32], co: usize, ci: usize, rows: usize, mr: usize) -> Vec<f32> {
     let panels = rows.div_ceil(mr);
     let mut out = vec![0f32; 36 * panels * ci * mr];
-    for o in 0..co {
-        let (po, lo) = (o / mr, o % mr);
+    // Panel by panel, so each of the 36 output streams is written sequentially.
+    for po in 0..panels {
         for i in 0..ci {
-            let g = &w[(o * ci + i) * 9..(o * ci + i) * 9 + 9];
-            // t = G g: 6x3
-            let mut t = [[0f64; 3]; 6];
-            for (r, row) in t.iter_mut().enumerate() {
-                for (c, cell) in row.iter_mut().enumerate() {
-                    *cell = G[r][0] * g[c] as f64 + G[r][1] * g[3 + c] as f64 + G[r][2] * g[6 + c] as f64;
-                }
-            }
-            for xi in 0..T_IN {
-                for nu in 0..T_IN {
-                    let v = t[xi][0] * G[nu][0] + t[xi][1] * G[nu][1] + t[xi][2] * G[nu][2];
-                    let b = xi * T_IN + nu;
-                    out[((b * panels + po) * ci + i) * mr + lo] = v as f32;
+            for lo in 0..mr.min(co.saturating_sub(po * mr)) {
+                let o = po * mr + lo;
+                let u = transform_filter(&w[(o * ci + i) * 9..(o * ci + i) * 9 + 9]);
+                for (b, &v) in u.iter().enumerate() {
+                    out[((b * panels + po) * ci + i) * mr + lo] = v;
                 }
             }
         }
     }
     out
+}
+
+/// `U = G g Gᵀ` of one 3x3 filter `g` (row-major), computed in f64: the 6x6 result, row-major.
+fn transform_filter(g: &[f32]) -> [f32; 36] {
+    let mut t = [[0f64; 3]; 6];
+    for (r, row) in t.iter_mut().enumerate() {
+        for (c, cell) in row.iter_mut().enumerate() {
+            *cell = G[r][0] * g[c] as f64 + G[r][1] * g[3 + c] as f64 + G[r][2] * g[6 + c] as f64;
+        }
+    }
+    let mut u = [0f32; 36];
+    for xi in 0..T_IN {
+        for nu in 0..T_IN {
+            u[xi * T_IN + nu] = (t[xi][0] * G[nu][0] + t[xi][1] * G[nu][1] + t[xi][2] * G[nu][2]) as f32;
+        }
+    }
+    u
 }
 
 impl<'g> LowerState<'g> {
@@ -171,7 +180,7 @@ impl<'g> LowerState<'g> {
         let Op::Constant(wt) = &g.node(w).op else { unreachable!("checked by eligible") };
         let m_rows = conflict_free_rows(co, tiles);
         let u = transform_weights_packed(&wt.f32_values()?, co, ci, m_rows, mr);
-        let u_buf = self.add_weight(Tensor::from_f32(vec![u.len()], &u), &format!("{}_winograd", g.node(w).name));
+        let u_buf = self.add_weight(Tensor::from_f32_vec(vec![u.len()], u), &format!("{}_winograd", g.node(w).name));
 
         // 2. Input: zero-padded to whole tiles, then transformed.
         let (src, low) = match &g.node(x).op {

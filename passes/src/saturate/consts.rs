@@ -32,7 +32,7 @@ pub fn binary_f32(op: BinaryOp, a: &Tensor, b: &Tensor) -> Option<Tensor> {
             idx[d] = 0;
         }
     }
-    Some(Tensor::from_f32(shape, &out))
+    Some(Tensor::from_f32_vec(shape, out))
 }
 
 /// `-a` for an f32 tensor.
@@ -41,7 +41,7 @@ pub fn neg_f32(a: &Tensor) -> Option<Tensor> {
         return None;
     }
     let v: Vec<f32> = a.f32_values().ok()?.iter().map(|x| -x).collect();
-    Some(Tensor::from_f32(a.shape.clone(), &v))
+    Some(Tensor::from_f32_vec(a.shape.clone(), v))
 }
 
 /// True when every element of `t` equals `v` (any numeric dtype).
