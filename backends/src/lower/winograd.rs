@@ -123,42 +123,41 @@ fn lincomb(kb: &mut KernelBuilder, coef: &[f64], x: &[E]) -> E {
 
 /// `U = G g Gᵀ` for every (co, ci), written straight into GEMM A panels: the 36 matrices
 /// `[rows][Ci]` (`rows >= Co`, the rows past `Co` zero), each packed like [`super::pack_a`]
-/// packs one group (`[rows / mr][Ci][mr]`, zero rows pad),
-/// in one pass (512-channel layers have 9.4M elements; transforming, then packing, then copying
-/// cost a third of a second of resnet50's compile).
+/// packs one group (`[rows / mr][Ci][mr]`, zero rows pad), in one pass (512-channel layers have
+/// 9.4M elements; transforming, then packing, then copying cost a third of a second of
+/// resnet50's compile). Row `xi` of `U` needs only row `xi` of `G g`, and its six matrices are
+/// contiguous, so the six rows are computed in parallel (the transforms were most of resnet50's
+/// lowering time).
 fn transform_weights_packed(w: &[f32], co: usize, ci: usize, rows: usize, mr: usize) -> Vec<f32> {
     let panels = rows.div_ceil(mr);
-    let mut out = vec![0f32; 36 * panels * ci * mr];
-    // Panel by panel, so each of the 36 output streams is written sequentially.
-    for po in 0..panels {
-        for i in 0..ci {
-            for lo in 0..mr.min(co.saturating_sub(po * mr)) {
-                let o = po * mr + lo;
-                let u = transform_filter(&w[(o * ci + i) * 9..(o * ci + i) * 9 + 9]);
-                for (b, &v) in u.iter().enumerate() {
-                    out[((b * panels + po) * ci + i) * mr + lo] = v;
+    let matrix = panels * ci * mr;
+    let mut out = vec![0f32; 36 * matrix];
+    let row = |xi: usize, dst: &mut [f32]| {
+        // Panel by panel, so each of the six output streams is written sequentially.
+        for po in 0..panels {
+            for i in 0..ci {
+                for lo in 0..mr.min(co.saturating_sub(po * mr)) {
+                    let o = po * mr + lo;
+                    let g = &w[(o * ci + i) * 9..(o * ci + i) * 9 + 9];
+                    // Row xi of G g, then its products with Gᵀ, in f64.
+                    let t: [f64; 3] = std::array::from_fn(|c| G[xi][0] * g[c] as f64 + G[xi][1] * g[3 + c] as f64 + G[xi][2] * g[6 + c] as f64);
+                    for (nu, gn) in G.iter().enumerate() {
+                        dst[((nu * panels + po) * ci + i) * mr + lo] = (t[0] * gn[0] + t[1] * gn[1] + t[2] * gn[2]) as f32;
+                    }
                 }
             }
         }
-    }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(T_IN);
+    let mut rows_left: Vec<(usize, &mut [f32])> = out.chunks_mut(T_IN * matrix).enumerate().collect();
+    std::thread::scope(|s| {
+        let per = T_IN.div_ceil(threads);
+        while !rows_left.is_empty() {
+            let batch: Vec<_> = rows_left.drain(..per.min(rows_left.len())).collect();
+            s.spawn(move || batch.into_iter().for_each(|(xi, dst)| row(xi, dst)));
+        }
+    });
     out
-}
-
-/// `U = G g Gᵀ` of one 3x3 filter `g` (row-major), computed in f64: the 6x6 result, row-major.
-fn transform_filter(g: &[f32]) -> [f32; 36] {
-    let mut t = [[0f64; 3]; 6];
-    for (r, row) in t.iter_mut().enumerate() {
-        for (c, cell) in row.iter_mut().enumerate() {
-            *cell = G[r][0] * g[c] as f64 + G[r][1] * g[3 + c] as f64 + G[r][2] * g[6 + c] as f64;
-        }
-    }
-    let mut u = [0f32; 36];
-    for xi in 0..T_IN {
-        for nu in 0..T_IN {
-            u[xi * T_IN + nu] = (t[xi][0] * G[nu][0] + t[xi][1] * G[nu][1] + t[xi][2] * G[nu][2]) as f32;
-        }
-    }
-    u
 }
 
 impl<'g> LowerState<'g> {
