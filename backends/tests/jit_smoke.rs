@@ -133,3 +133,28 @@ fn elementwise_chain_runs_in_place() {
         assert!((out[0][i] - xv[i].exp()).abs() <= 1e-6 * xv[i].exp(), "{i}");
     }
 }
+
+/// The profiler runs the whole program kernel by kernel in the caller's buffers: one time per
+/// step, and the outputs a normal run writes.
+#[test]
+fn profile_runs_every_step_in_the_callers_buffers() {
+    let mut g = Graph::new();
+    let a = g.add_input("a", TensorType::new(DType::F32, vec![3, 4]));
+    let b = g.add_input("b", TensorType::new(DType::F32, vec![4, 6]));
+    let m = g.add(Op::MatMul, &[a, b], "mm").unwrap();
+    let e = g.add(Op::Unary(UnaryOp::Exp), &[m], "exp").unwrap();
+    let r = g.add(Op::Reduce { op: ReduceOp::Max, axes: vec![1] }, &[e], "max").unwrap();
+    g.set_output("r", r);
+    let prog = lower(&g, &odc_backends::FusionPlan::none(), &odc_backends::LowerOptions::default()).unwrap();
+    let steps = prog.steps.len();
+    assert!(steps >= 3, "{steps} steps");
+    let jit = JitProgram::compile(prog, OptLevel::Speed).unwrap();
+    let ins = [bytes(&(0..12).map(|i| i as f32 * 0.1).collect::<Vec<_>>()), bytes(&(0..24).map(|i| (i % 5) as f32 * 0.2 - 0.4).collect::<Vec<_>>())];
+    let refs: Vec<&[u8]> = ins.iter().map(|v| v.as_slice()).collect();
+    let want = jit.run(&refs).unwrap();
+    let mut bufs = jit.buffers();
+    let times = jit.profile(&refs, &mut bufs).unwrap();
+    assert_eq!(times.len(), steps);
+    assert!(times.iter().all(|&t| t >= 0.0));
+    assert_eq!(bufs.outputs, want);
+}

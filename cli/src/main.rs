@@ -449,7 +449,7 @@ fn bench(m: &ModelArgs, threads: usize, inputs: &[String], runs: usize, warmup: 
     let mut flops: HashMap<String, f64> = HashMap::new();
     let mut total = 0.0;
     for _ in 0..reps {
-        for (step, t) in prog.steps.iter().zip(jit.profile(&refs)?) {
+        for (step, t) in prog.steps.iter().zip(jit.profile(&refs, &mut bufs)?) {
             let k = &prog.kernels[step.kernel];
             *per.entry(k.name.clone()).or_default() += t * 1e3 / reps as f64;
             if let Some((m, n, kk, b)) = k.gemm_shape() {
