@@ -120,6 +120,7 @@ pub fn lower(g: &Graph, plan: &FusionPlan, opts: &LowerOptions) -> Result<Progra
         prog: Program::default(),
         buffer_of: HashMap::new(),
         materialized_views: padded_window_inputs(g),
+        aliases: vec![],
     };
     for p in g.inputs() {
         let t = g.ty(p.node);
@@ -169,9 +170,9 @@ pub fn lower(g: &Graph, plan: &FusionPlan, opts: &LowerOptions) -> Result<Progra
         let out = st.new_buffer(BufferKind::Output(j), ty.dtype, ty.num_elements(), &p.name);
         st.copy_into(p.node, out, &format!("copy_{}", p.name))?;
     }
-    let mut prog = st.prog;
-    remove_dead_steps(&mut prog);
-    plan_arena(&mut prog);
+    let (mut prog, aliases) = (st.prog, st.aliases);
+    remove_dead_steps(&mut prog, &aliases);
+    plan_arena(&mut prog, &aliases);
     schedule::schedule_program(&mut prog, &opts.machine);
     Ok(prog)
 }
@@ -180,7 +181,7 @@ pub fn lower(g: &Graph, plan: &FusionPlan, opts: &LowerOptions) -> Result<Progra
 /// took another route (an int8 GEMM reads the bytes under a cast, a Winograd convolution reads
 /// the source of a pad). A buffer is live if it is an output or a live step reads it; every step
 /// writing a live buffer is live.
-fn remove_dead_steps(prog: &mut Program) {
+fn remove_dead_steps(prog: &mut Program, aliases: &[Alias]) {
     let mut live_buf = vec![false; prog.buffers.len()];
     for (b, buf) in prog.buffers.iter().enumerate() {
         live_buf[b] = matches!(buf.kind, BufferKind::Output(_));
@@ -191,6 +192,12 @@ fn remove_dead_steps(prog: &mut Program) {
             live_step[i] = true;
             for &b in &step.args {
                 live_buf[b] = true;
+            }
+            // Reading a container reads its members (written earlier, so visited later).
+            for a in aliases {
+                if step.args.contains(&a.container) {
+                    live_buf[a.member] = true;
+                }
             }
         }
     }
@@ -268,6 +275,17 @@ pub struct LowerState<'g> {
     buffer_of: HashMap<NodeId, usize>,
     /// Views copied into a buffer of their own on first read instead of being inlined.
     materialized_views: HashSet<NodeId>,
+    /// Buffers placed inside another: a concatenation's operands written straight into their
+    /// slices of it (see [`LowerState::concat_in_place`]).
+    aliases: Vec<Alias>,
+}
+
+/// `member` occupies the elements `offset..offset + len(member)` of `container`.
+#[derive(Clone, Copy, Debug)]
+struct Alias {
+    member: usize,
+    container: usize,
+    offset: usize,
 }
 
 impl<'g> LowerState<'g> {
@@ -311,6 +329,10 @@ impl<'g> LowerState<'g> {
         let ty = self.g.ty(n).clone();
         let name = self.g.node(n).name.clone();
         let b = self.new_buffer(BufferKind::Temp { offset: 0 }, ty.dtype, ty.num_elements(), &name);
+        if self.concat_in_place(n, b) {
+            self.buffer_of.insert(n, b);
+            return Ok(b);
+        }
         match self.g.node(n).op.clone() {
             Op::Pad { low, high, interior, mode: PadMode::Constant(c) }
                 if low.iter().chain(&high).all(|&p| p >= 0) && interior.iter().all(|&i| i == 0) =>
@@ -321,6 +343,44 @@ impl<'g> LowerState<'g> {
         }
         self.buffer_of.insert(n, b);
         Ok(b)
+    }
+
+    /// Place the operands of concatenation `n` in their slices of its buffer `b` instead of
+    /// copying them, when every slice is contiguous (the axes before the concatenation axis
+    /// are all 1, as for a batch-1 channel concatenation) and every operand already has a
+    /// temporary buffer of its own that is not shared: written by its own kernels, not an
+    /// output, not a container itself, not in another concatenation. The arena planner then
+    /// allocates `b` once for all of them. Returns whether it did.
+    fn concat_in_place(&mut self, n: NodeId, b: usize) -> bool {
+        let Op::Concat { axis } = self.g.node(n).op else { return false };
+        let ty = self.g.ty(n);
+        if ty.shape[..axis].iter().any(|&d| d != 1) {
+            return false;
+        }
+        let ops = self.g.operands(n);
+        let placed: HashSet<usize> = self.aliases.iter().flat_map(|a| [a.member, a.container]).collect();
+        let mut members = vec![];
+        for (i, &o) in ops.iter().enumerate() {
+            let Some(&m) = self.buffer_of.get(&o) else { return false };
+            let buf = &self.prog.buffers[m];
+            let own = matches!(buf.kind, BufferKind::Temp { .. })
+                && buf.dtype == ty.dtype
+                && buf.len == self.g.ty(o).num_elements()
+                && !placed.contains(&m)
+                && !ops[..i].contains(&o)
+                && self.prog.steps.iter().any(|s| s.args[0] == m);
+            if !own {
+                return false;
+            }
+            members.push(m);
+        }
+        let mut offset = 0;
+        for m in members {
+            self.aliases.push(Alias { member: m, container: b, offset });
+            offset += self.prog.buffers[m].len;
+        }
+        debug_assert_eq!(offset, ty.num_elements());
+        true
     }
 
     /// A constant-mode pad as two branch-free kernels: fill `out` (of type `ty`) with `fill`,
@@ -1392,7 +1452,7 @@ fn batch_index(kb: &mut KernelBuilder, idx: &[E], shape: &[usize], row: E, col: 
 /// Place the temporaries in one arena by liveness (see [`odc_passes::memory`]). An elementwise
 /// map whose input dies at it writes its output over that input (in place): the two share one
 /// placement, live over the union of their lifetimes.
-fn plan_arena(prog: &mut Program) {
+fn plan_arena(prog: &mut Program, aliases: &[Alias]) {
     let n = prog.buffers.len();
     let mut first = vec![usize::MAX; n];
     let mut last = vec![0usize; n];
@@ -1402,20 +1462,33 @@ fn plan_arena(prog: &mut Program) {
             last[b] = last[b].max(s);
         }
     }
-    let is_temp: Vec<bool> = prog.buffers.iter().map(|b| matches!(b.kind, BufferKind::Temp { .. })).collect();
+    // A container lives from its members' first write to its or their last read; its members
+    // are not allocated on their own.
+    let mut is_member = vec![false; n];
+    for a in aliases {
+        if first[a.member] != usize::MAX {
+            first[a.container] = first[a.container].min(first[a.member]);
+            last[a.container] = last[a.container].max(last[a.member]);
+        }
+        is_member[a.member] = true;
+    }
+    let aliased: HashSet<usize> = aliases.iter().flat_map(|a| [a.member, a.container]).collect();
+    let is_temp: Vec<bool> = prog.buffers.iter().enumerate().map(|(b, buf)| matches!(buf.kind, BufferKind::Temp { .. }) && !is_member[b]).collect();
     let temp = |b: usize| is_temp[b];
-    // In-place: `group[out] = group[input]` for maps whose input's last use is that map.
+    // In-place: `group[out] = group[input]` for maps whose input's last use is that map (never
+    // for containers and their members, whose bytes are shared).
     let mut group: Vec<usize> = (0..n).collect();
     let elem_bytes = |b: usize| prog.buffers[b].dtype.bits();
     for (s, step) in prog.steps.iter().enumerate() {
         let out = step.args[0];
-        if !temp(out) || first[out] != s || prog.steps.iter().filter(|t| t.args[0] == out).count() != 1 {
+        if !temp(out) || aliased.contains(&out) || first[out] != s || prog.steps.iter().filter(|t| t.args[0] == out).count() != 1 {
             continue;
         }
         let k = &prog.kernels[step.kernel];
         let donor = step.args.iter().enumerate().skip(1).find(|&(slot, &b)| {
             b != out
                 && temp(b)
+                && !aliased.contains(&b)
                 && last[b] == s
                 && prog.buffers[b].byte_len() == prog.buffers[out].byte_len()
                 && elem_bytes(b) == elem_bytes(out)
@@ -1449,6 +1522,12 @@ fn plan_arena(prog: &mut Program) {
         if temp(b) && first[b] != usize::MAX {
             let r = find(&mut group, b);
             prog.buffers[b].kind = BufferKind::Temp { offset: plan.offsets[index_of[&r]] };
+        }
+    }
+    for a in aliases {
+        if let BufferKind::Temp { offset } = prog.buffers[a.container].kind {
+            let at = offset + a.offset * prog.buffers[a.container].dtype.bits() / 8;
+            prog.buffers[a.member].kind = BufferKind::Temp { offset: at };
         }
     }
     prog.arena_size = plan.total;

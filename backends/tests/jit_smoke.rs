@@ -158,3 +158,68 @@ fn profile_runs_every_step_in_the_callers_buffers() {
     assert!(times.iter().all(|&t| t >= 0.0));
     assert_eq!(bufs.outputs, want);
 }
+
+/// `concat(x1 @ w1, x2 @ w2) @ w3`, concatenated on axis 1 of batch `b`: the value, and whether
+/// the concatenation was a copy kernel or its operands were written into their slices of it.
+fn concat_then_matmul(b: usize) -> (Vec<f32>, Vec<f32>, bool, odc_backends::Program) {
+    let (r1, r2, k, n, p) = (4, 2, 8, 6, 3);
+    let mut g = Graph::new();
+    let x1 = g.add_input("x1", TensorType::new(DType::F32, vec![b, r1, k]));
+    let x2 = g.add_input("x2", TensorType::new(DType::F32, vec![b, r2, k]));
+    let wv = |len: usize, s: usize| (0..len).map(|i| ((i * s) % 11) as f32 * 0.1 - 0.5).collect::<Vec<f32>>();
+    let (w1v, w2v, w3v) = (wv(k * n, 7), wv(k * n, 5), wv(n * p, 3));
+    let w1 = g.constant(odc_ir::Tensor::from_f32(vec![k, n], &w1v), "w1");
+    let w2 = g.constant(odc_ir::Tensor::from_f32(vec![k, n], &w2v), "w2");
+    let w3 = g.constant(odc_ir::Tensor::from_f32(vec![n, p], &w3v), "w3");
+    let m1 = g.add(Op::MatMul, &[x1, w1], "m1").unwrap();
+    let m2 = g.add(Op::MatMul, &[x2, w2], "m2").unwrap();
+    let c = g.add(Op::Concat { axis: 1 }, &[m1, m2], "cat").unwrap();
+    let y = g.add(Op::MatMul, &[c, w3], "y").unwrap();
+    g.set_output("y", y);
+    g.verify().unwrap();
+    let x1v = wv(b * r1 * k, 13);
+    let x2v = wv(b * r2 * k, 17);
+    // Reference in f64.
+    let mm = |a: &[f32], w: &[f32], rows: usize, k: usize, n: usize| -> Vec<f64> {
+        (0..rows * n).map(|e| (0..k).map(|q| a[e / n * k + q] as f64 * w[q * n + e % n] as f64).sum()).collect()
+    };
+    let mut want = vec![];
+    for bi in 0..b {
+        let mut cat = mm(&x1v[bi * r1 * k..(bi + 1) * r1 * k], &w1v, r1, k, n);
+        cat.extend(mm(&x2v[bi * r2 * k..(bi + 1) * r2 * k], &w2v, r2, k, n));
+        let cat32: Vec<f32> = cat.iter().map(|&v| v as f32).collect();
+        want.extend(mm(&cat32, &w3v, r1 + r2, n, p).iter().map(|&v| v as f32));
+    }
+    let prog = lower(&g, &odc_backends::FusionPlan::none(), &odc_backends::LowerOptions::default()).unwrap();
+    let copied = prog.kernels.iter().any(|k| k.name.contains("cat"));
+    let jit = JitProgram::compile(prog.clone(), OptLevel::Speed).unwrap();
+    let got = f32s(&jit.run(&[&bytes(&x1v), &bytes(&x2v)]).unwrap()[0]);
+    (got, want, copied, prog)
+}
+
+/// A batch-1 concatenation is not copied: both products are written into their slices of one
+/// arena buffer (adjacent, in operand order) and the result is the concatenation's.
+#[test]
+fn contiguous_concat_is_written_in_place() {
+    let (got, want, copied, prog) = concat_then_matmul(1);
+    assert!(!copied, "{:?}", prog.kernels.iter().map(|k| &k.name).collect::<Vec<_>>());
+    let offset = |name: &str| match &prog.buffers.iter().find(|b| b.name == name).unwrap().kind {
+        odc_backends::BufferKind::Temp { offset } => *offset,
+        k => panic!("{name}: {k:?}"),
+    };
+    assert_eq!(offset("m2"), offset("m1") + 4 * 6 * 4);
+    assert_eq!(offset("cat"), offset("m1"));
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{g} vs {w}");
+    }
+}
+
+/// With batch 2 a slice is not contiguous: the concatenation is copied, with the same result.
+#[test]
+fn strided_concat_is_copied() {
+    let (got, want, copied, _) = concat_then_matmul(2);
+    assert!(copied);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{g} vs {w}");
+    }
+}
