@@ -1472,23 +1472,24 @@ fn plan_arena(prog: &mut Program, aliases: &[Alias]) {
         }
         is_member[a.member] = true;
     }
-    let aliased: HashSet<usize> = aliases.iter().flat_map(|a| [a.member, a.container]).collect();
+    let container: HashSet<usize> = aliases.iter().map(|a| a.container).collect();
     let is_temp: Vec<bool> = prog.buffers.iter().enumerate().map(|(b, buf)| matches!(buf.kind, BufferKind::Temp { .. }) && !is_member[b]).collect();
     let temp = |b: usize| is_temp[b];
     // In-place: `group[out] = group[input]` for maps whose input's last use is that map (never
-    // for containers and their members, whose bytes are shared).
+    // over a container, whose bytes its members share; members are not `temp`, and no kernel
+    // writes a container itself).
     let mut group: Vec<usize> = (0..n).collect();
     let elem_bytes = |b: usize| prog.buffers[b].dtype.bits();
     for (s, step) in prog.steps.iter().enumerate() {
         let out = step.args[0];
-        if !temp(out) || aliased.contains(&out) || first[out] != s || prog.steps.iter().filter(|t| t.args[0] == out).count() != 1 {
+        if !temp(out) || first[out] != s || prog.steps.iter().filter(|t| t.args[0] == out).count() != 1 {
             continue;
         }
         let k = &prog.kernels[step.kernel];
         let donor = step.args.iter().enumerate().skip(1).find(|&(slot, &b)| {
             b != out
                 && temp(b)
-                && !aliased.contains(&b)
+                && !container.contains(&b)
                 && last[b] == s
                 && prog.buffers[b].byte_len() == prog.buffers[out].byte_len()
                 && elem_bytes(b) == elem_bytes(out)

@@ -152,9 +152,8 @@ impl WeightsLayout {
 
     /// [`abi::fingerprint`] of the blob, from its first and last MiB.
     pub fn fingerprint(&self) -> u64 {
-        let head = self.range(0..self.size.min(abi::FINGERPRINT_SPAN));
-        let tail = self.range(self.size.saturating_sub(abi::FINGERPRINT_SPAN).max(head.len())..self.size);
-        abi::fingerprint_parts(self.size, &head, &tail)
+        let (head, tail) = abi::fingerprint_spans(self.size);
+        abi::fingerprint_parts(self.size, &self.range(head), &self.range(tail))
     }
 
     /// Write the blob to `w` weight by weight.

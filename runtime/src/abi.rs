@@ -144,9 +144,16 @@ pub const FINGERPRINT_SPAN: usize = 1 << 20;
 /// Fingerprint of a weights blob: FNV-1a over its length and its first and last MiB. Detects a
 /// wrong or truncated file without hashing hundreds of megabytes at load time.
 pub fn fingerprint(bytes: &[u8]) -> u64 {
-    let head = &bytes[..bytes.len().min(FINGERPRINT_SPAN)];
-    let tail = &bytes[bytes.len().saturating_sub(FINGERPRINT_SPAN).max(head.len())..];
-    fingerprint_parts(bytes.len(), head, tail)
+    let (head, tail) = fingerprint_spans(bytes.len());
+    fingerprint_parts(bytes.len(), &bytes[head], &bytes[tail])
+}
+
+/// The byte ranges [`fingerprint`] reads of a `len`-byte blob: its first MiB and the rest of
+/// its last MiB.
+pub fn fingerprint_spans(len: usize) -> (core::ops::Range<usize>, core::ops::Range<usize>) {
+    let head = 0..len.min(FINGERPRINT_SPAN);
+    let tail = len.saturating_sub(FINGERPRINT_SPAN).max(head.end)..len;
+    (head, tail)
 }
 
 /// [`fingerprint`] of a blob of `len` bytes given its first and last (non-overlapping) MiB.
