@@ -32,11 +32,14 @@ pub struct CodegenOptions {
     /// The target rounds floats to integers natively (x86_64 needs SSE4.1). Without it rounding
     /// is built from adds of 2^23 / 2^52, so no libcall is ever emitted.
     pub native_rounding: bool,
-    /// GEMM microkernels accumulate with `fma` (otherwise a multiply and an add). Cranelift's
-    /// x86_64 `fma` overwrites a multiplicand (`vfmadd213`/`132`), which costs register copies
-    /// in a register-tiled loop, while AVX's three-operand `vmulps`+`vaddps` do not; on cores
-    /// with separate FP add pipes (AMD Zen) the pair runs at the FMA rate. aarch64's `fmla`
-    /// accumulates in place, so it keeps `fma`.
+    /// GEMM microkernels accumulate with `fma` (otherwise a multiply and an add), wherever the
+    /// target has one. Cranelift's x86_64 `fma` overwrites a multiplicand (`vfmadd213`/`132`),
+    /// but the microkernel broadcasts A from memory per use (see `gemm_shared_broadcast_rows`),
+    /// so the overwritten register is a fresh broadcast and only the shared row costs a copy.
+    /// The `vmulps`+`vaddps` pair needs twice the FP uops: it keeps pace with `fma` only where
+    /// adds have pipes of their own (AMD Zen); on Intel's Golden Cove cores multiplies and adds
+    /// share port 1, and `fma` measured 10-15% faster (`gemm_bench`, Xeon with AVX-512,
+    /// 2026-12-02: 24x32x128 33.8 vs 31.5 GFLOP/s, 256x196x1152 34.9 vs 31.1, best of 8).
     pub gemm_fma: bool,
     /// Rows of a GEMM tile whose A broadcast is loaded once per k step and shared by the row's
     /// vectors; the other rows broadcast from memory once per use. On x86_64 a shared broadcast

@@ -184,7 +184,7 @@ pub fn options_for(isa: &dyn TargetIsa) -> CodegenOptions {
         _ => (false, false, false),
     };
     let x86 = matches!(isa.triple().architecture, target_lexicon::Architecture::X86_64);
-    let gemm_fma = has_fma && !x86;
+    let gemm_fma = has_fma;
     let gemm_shared_broadcast_rows = if x86 { 1 } else { usize::MAX };
     let native_fminmax = !x86;
     let dot_unsigned_first = matches!(isa.triple().architecture, target_lexicon::Architecture::Aarch64(_));

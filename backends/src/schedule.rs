@@ -27,8 +27,8 @@ pub struct Machine {
     /// Registers a GEMM microkernel may keep live: SIMD registers, or FP registers without SIMD.
     pub registers: usize,
     /// The multiply-accumulate writes its accumulator in place (aarch64 `fmla`). Otherwise
-    /// (x86_64's `vmulps` + `vaddps`, see `CodegenOptions::gemm_fma`) each product needs a
-    /// scratch register.
+    /// (x86_64's `vfmadd213` overwrites a multiplicand, `vmulps` + `vaddps` write a product; see
+    /// `CodegenOptions::gemm_fma`) each product needs a scratch register.
     pub fma_in_place: bool,
     /// A's elements are loaded `lanes` rows at a time and used by lane (aarch64's `fmla` by
     /// element); otherwise each row is broadcast into one register.
