@@ -25,6 +25,13 @@ fn random_inputs(g: &Graph, seed: u64) -> Vec<Vec<u8>> {
 /// Saturate `g` with only `rules` (plus the extractor), check each fired, and compare outputs
 /// on random inputs.
 fn check(g: &Graph, rules: &[&str]) -> Saturated {
+    check_within(g, rules, 1e-5)
+}
+
+/// [`check`] with a relative tolerance of `tol`: folding a BatchNorm into a 3x3 convolution
+/// changes the weights a Winograd F(4x4,3x3) transform sees, and its rounding differs by up to
+/// ~1e-4 (the tolerance `kernels_prop::winograd_conv3x3` holds against an f64 reference).
+fn check_within(g: &Graph, rules: &[&str], tol: f32) -> Saturated {
     g.verify().unwrap();
     let opts = SaturateOptions { only_rules: Some(rules.iter().map(|s| s.to_string()).collect()), ..SaturateOptions::default() };
     let s = optimize(g, Some(&JitEvaluator), &opts).unwrap();
@@ -40,7 +47,7 @@ fn check(g: &Graph, rules: &[&str]) -> Saturated {
         for (w, o) in want.iter().zip(&got) {
             assert_eq!(w.len(), o.len());
             for (i, (a, b)) in w.iter().zip(o).enumerate() {
-                assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "output {i}: before {a}, after {b} (rules {rules:?})");
+                assert!((a - b).abs() <= tol * a.abs().max(1.0), "output {i}: before {a}, after {b} (rules {rules:?})");
             }
         }
     }
@@ -219,9 +226,10 @@ fn batchnorm_folds_into_conv() {
     let mut g = Graph::new();
     let r = conv_bn_relu(&mut g);
     g.set_output("y", r);
-    let s = check(
+    let s = check_within(
         &g,
         &["subtract-constant", "divide-by-constant", "scale-over-bias", "scale-into-weights", "reassociate-constants", "gemm-choice", "fuse-producers", "fuse-epilogue"],
+        1e-4,
     );
     assert_eq!(kernels(&s), 1, "{:?}", s.report.kernels);
     assert_eq!(s.report.kernels[0].kind, "gemm+epilogue");
