@@ -195,9 +195,11 @@ pub fn options_for(isa: &dyn TargetIsa) -> CodegenOptions {
 /// anything else (riscv64 without V) scalar.
 pub fn lower_options_for(isa: &dyn TargetIsa) -> crate::lower::LowerOptions {
     use crate::schedule::Machine;
+    let opts = options_for(isa);
     let machine = match isa.triple().architecture {
-        _ if !options_for(isa).vectorize => Machine::SCALAR,
+        _ if !opts.vectorize => Machine::SCALAR,
         target_lexicon::Architecture::Aarch64(_) => Machine::AARCH64,
+        _ if !opts.gemm_fma => Machine { k_unroll: crate::schedule::K_UNROLL, ..Machine::X86_64 },
         _ => Machine::X86_64,
     };
     crate::lower::LowerOptions { machine, gemm_tile: None }
