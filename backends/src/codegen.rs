@@ -46,7 +46,10 @@ pub struct CodegenOptions {
     /// is a load plus a shuffle on an FP pipe and a per-use one a load-port uop, so the split
     /// balances two load ports against four FP pipes: for the 6x8 tile, one shared row gives
     /// 13 loads and 25 FP ops per k step instead of 14 and 24 (83% -> 87% of FMA peak,
-    /// `backends/examples/gemm_bench.rs`). aarch64's `ld1r` is a plain load, so all rows share.
+    /// `backends/examples/gemm_bench.rs`, `vmulps`+`vaddps` on an AMD EPYC). With `fma` the
+    /// shared row also costs a register copy (`vfmadd213` overwrites it); sharing no row
+    /// measured within noise of one on an Intel Xeon. aarch64's `ld1r` is a plain load, so all
+    /// rows share.
     pub gemm_shared_broadcast_rows: usize,
     /// The target's f32x4 `fmin`/`fmax` (NaN-propagating) is one instruction (aarch64). On
     /// x86_64 Cranelift expands it to eight; the generator then builds it from `minps`/`maxps`
