@@ -38,7 +38,7 @@ pub struct CodegenOptions {
     /// so the overwritten register is a fresh broadcast and only the shared row costs a copy.
     /// The `vmulps`+`vaddps` pair needs twice the FP uops: it keeps pace with `fma` only where
     /// adds have pipes of their own (AMD Zen); on Intel's Golden Cove cores multiplies and adds
-    /// share port 1, and `fma` measured 10-15% faster (`gemm_bench`, Xeon with AVX-512,
+    /// share port 1, and `fma` measured 7-12% faster (`gemm_bench`, Xeon with AVX-512,
     /// 2026-12-02: 24x32x128 33.8 vs 31.5 GFLOP/s, 256x196x1152 34.9 vs 31.1, best of 8).
     pub gemm_fma: bool,
     /// Rows of a GEMM tile whose A broadcast is loaded once per k step and shared by the row's

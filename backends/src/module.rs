@@ -199,7 +199,7 @@ pub fn lower_options_for(isa: &dyn TargetIsa) -> crate::lower::LowerOptions {
     let machine = match isa.triple().architecture {
         _ if !opts.vectorize => Machine::SCALAR,
         target_lexicon::Architecture::Aarch64(_) => Machine::AARCH64,
-        _ if !opts.gemm_fma => Machine { k_unroll: crate::schedule::K_UNROLL, ..Machine::X86_64 },
+        _ if !opts.gemm_fma => Machine::X86_64_NO_FMA,
         _ => Machine::X86_64,
     };
     crate::lower::LowerOptions { machine, gemm_tile: None }

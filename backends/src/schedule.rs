@@ -44,10 +44,11 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// x86_64 with FMA: 16 xmm registers, two FMA-rate pipe pairs, two load ports. (Without
-    /// FMA, `module::lower_options_for` unrolls by [`K_UNROLL`]: `vaddps` accumulates in place.)
+    /// x86_64 with FMA: 16 xmm registers, two FMA-rate pipe pairs, two load ports.
     pub const X86_64: Machine =
         Machine { lanes: 4, registers: 16, fma_in_place: false, a_by_lane: false, fma_per_cycle: 2, loads_per_cycle: 2, k_unroll: K_UNROLL_ROTATING };
+    /// x86_64 without FMA (`vmulps` + `vaddps`): the add accumulates in place, nothing rotates.
+    pub const X86_64_NO_FMA: Machine = Machine { k_unroll: K_UNROLL, ..Machine::X86_64 };
     /// aarch64 (NEON): 32 v-registers, `fmla` by element.
     pub const AARCH64: Machine =
         Machine { lanes: 4, registers: 32, fma_in_place: true, a_by_lane: true, fma_per_cycle: 2, loads_per_cycle: 2, k_unroll: K_UNROLL };
