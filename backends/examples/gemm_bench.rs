@@ -88,7 +88,7 @@ fn gemm(m: usize, n: usize, k: usize, threads: usize, tile: &odc_backends::Lower
     let w = g.constant(Tensor::from_f32(vec![k, n], &wv), "w");
     let y = g.add(Op::MatMul, &[a, w], "y").unwrap();
     g.set_output("y", y);
-    let prog = lower(&g, &FusionPlan::none(), tile).unwrap();
+    let prog = lower(&g, &FusionPlan::none(&g), tile).unwrap();
     let mut jit = JitProgram::compile_with(prog, OptLevel::Speed, micro_opt()).unwrap();
     jit.set_threads(threads);
     let av: Vec<u8> = (0..m * k).flat_map(|i| (((i % 17) as f32) * 0.1).to_le_bytes()).collect();
@@ -118,8 +118,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let threads: usize = arg("--threads").and_then(|v| v.parse().ok()).unwrap_or(2);
-    let isa = odc_backends::host_isa(OptLevel::Speed).unwrap();
-    let mut tile = odc_backends::module::lower_options_for(&*isa);
+    let mut tile = odc_backends::Target::host_jit(OptLevel::Speed, OptLevel::None).unwrap().lower_options();
     let (mr, nr) = odc_backends::schedule::register_tile(&tile.machine);
     let mr = arg("--mr").and_then(|v| v.parse().ok()).unwrap_or(mr);
     let nr = arg("--nr").and_then(|v| v.parse().ok()).unwrap_or(nr);

@@ -4,9 +4,9 @@
 
 use crate::lower::Program;
 use crate::module::{define_program, ModuleSpec, WeightsLayout, WeightsMode};
-use crate::target::{build_isa, is_host, TargetSpec};
+use crate::error::CodegenError;
+use crate::target::{is_host, Target};
 use cranelift_object::{ObjectBuilder, ObjectModule};
-use odc_ir::IrError;
 use std::path::Path;
 use std::process::Command;
 use target_lexicon::{Architecture, Triple};
@@ -25,11 +25,9 @@ pub enum WeightsPlacement {
 
 #[derive(Clone, Debug)]
 pub struct AotOptions {
-    pub target: TargetSpec,
     /// Symbol prefix, a C identifier.
     pub prefix: String,
     pub weights: WeightsPlacement,
-    pub opt_speed: bool,
 }
 
 /// The compiled module.
@@ -46,13 +44,13 @@ fn is_c_identifier(s: &str) -> bool {
     matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_') && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
 }
 
-/// Compile `prog` to an object for `opts.target`.
-pub fn compile_object(prog: &Program, opts: &AotOptions) -> Result<AotModule, IrError> {
+/// Compile `prog` (lowered for `target`) to an object for `target` (see
+/// [`Target::for_module`]).
+pub fn compile_object(prog: &Program, target: &Target, opts: &AotOptions) -> Result<AotModule, CodegenError> {
     if !is_c_identifier(&opts.prefix) {
-        return Err(IrError::new(format!("prefix '{}' is not a C identifier (letters, digits, _)", opts.prefix)));
+        return Err(CodegenError::Invalid(format!("prefix '{}' is not a C identifier (letters, digits, _)", opts.prefix)));
     }
-    let (triple, isa) = build_isa(&opts.target, true, opts.opt_speed)?;
-    let (_, micro) = build_isa(&opts.target, true, false)?;
+    let triple = target.triple.clone();
     let layout = WeightsLayout::of(prog);
     let external = match opts.weights {
         WeightsPlacement::Embedded => false,
@@ -61,18 +59,18 @@ pub fn compile_object(prog: &Program, opts: &AotOptions) -> Result<AotModule, Ir
     };
     let file_name = format!("{}.weights", opts.prefix);
     let weights = if external { WeightsMode::External { file_name: file_name.clone() } } else { WeightsMode::Embedded };
-    let builder = ObjectBuilder::new(isa, opts.prefix.as_bytes().to_vec(), cranelift_module::default_libcall_names())
-        .map_err(|e| IrError::new(format!("object builder: {e}")))?;
+    let builder = ObjectBuilder::new(target.isa.clone(), opts.prefix.as_bytes().to_vec(), cranelift_module::default_libcall_names())
+        .map_err(|e| CodegenError::Cranelift(format!("object builder: {e}")))?;
     let mut module = ObjectModule::new(builder);
-    let spec = ModuleSpec { prefix: opts.prefix.clone(), weights, microkernel_isa: Some(std::sync::Arc::from(micro)) };
+    let spec = ModuleSpec { prefix: opts.prefix.clone(), weights, target: target.clone() };
     define_program(&mut module, prog, &spec)?;
     let product = module.finish();
-    let object = product.emit().map_err(|e| IrError::new(format!("object emission failed: {e}")))?;
+    let object = product.emit().map_err(|e| CodegenError::Cranelift(format!("object emission failed: {e}")))?;
     Ok(AotModule { triple, object, weights_file: external.then_some((file_name, layout)) })
 }
 
 /// A GNU `ar` archive holding the object, with a symbol index so linkers find the entry points.
-pub fn static_library(object: &[u8], member_name: &str) -> Result<Vec<u8>, IrError> {
+pub fn static_library(object: &[u8], member_name: &str) -> Result<Vec<u8>, CodegenError> {
     let members = [ar_archive_writer::NewArchiveMember::new(
         object,
         &ar_archive_writer::DEFAULT_OBJECT_READER,
@@ -80,7 +78,7 @@ pub fn static_library(object: &[u8], member_name: &str) -> Result<Vec<u8>, IrErr
     )];
     let mut out = std::io::Cursor::new(Vec::new());
     ar_archive_writer::write_archive_to_stream(&mut out, &members, ar_archive_writer::ArchiveKind::Gnu, false, None)
-        .map_err(|e| IrError::new(format!("cannot write archive: {e}")))?;
+        .map_err(|e| CodegenError::Archive(e.to_string()))?;
     Ok(out.into_inner())
 }
 
@@ -99,19 +97,16 @@ pub fn default_linker(triple: &Triple) -> String {
 
 /// Link `object` into a shared library at `out`. The module has no undefined symbols, so no
 /// C library is linked in.
-pub fn link_shared(object: &Path, out: &Path, triple: &Triple, linker: Option<&str>) -> Result<(), IrError> {
+pub fn link_shared(object: &Path, out: &Path, triple: &Triple, linker: Option<&str>) -> Result<(), CodegenError> {
     let linker = linker.map(str::to_string).unwrap_or_else(|| default_linker(triple));
     let status = Command::new(&linker)
         .args(["-shared", "-nostdlib", "-Wl,-z,noexecstack", "-o"])
         .arg(out)
         .arg(object)
         .output()
-        .map_err(|e| IrError::new(format!("cannot run linker '{linker}' ({e}); install it or pass --linker")))?;
+        .map_err(|e| CodegenError::LinkerNotFound { linker: linker.clone(), reason: e.to_string() })?;
     if !status.status.success() {
-        return Err(IrError::new(format!(
-            "linker '{linker}' failed: {}",
-            String::from_utf8_lossy(&status.stderr).trim()
-        )));
+        return Err(CodegenError::LinkFailed { linker, stderr: String::from_utf8_lossy(&status.stderr).trim().to_string() });
     }
     Ok(())
 }

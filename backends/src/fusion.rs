@@ -3,3 +3,4 @@
 //! users need one import.
 
 pub use odc_passes::fusion::*;
+pub use odc_passes::kernel_choice::KernelKind;

@@ -8,34 +8,13 @@ use crate::module::{define_program, ModuleSpec, WeightsMode};
 use core::ffi::c_void;
 use odc_runtime::abi::{self, KernelFn, OdcContext, OdcTensor};
 use odc_runtime::ThreadPool;
-use cranelift_codegen::isa::OwnedTargetIsa;
-use cranelift_codegen::settings::{self, Configurable};
+use crate::error::CodegenError;
+pub use crate::target::OptLevel;
+use crate::target::Target;
 use cranelift_jit::{JITBuilder, JITModule};
 use odc_ir::{Bytes, Evaluator, Graph, IrError, NodeId, Tensor};
 
 type AbiRunFn = unsafe extern "C" fn(*const OdcContext, *const OdcTensor, u32, *mut OdcTensor, u32, *mut c_void, u64) -> i32;
-
-/// Cranelift optimisation level.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OptLevel {
-    None,
-    Speed,
-}
-
-/// The host ISA with odc's settings (non-PIC, as `cranelift-jit` requires).
-pub fn host_isa(opt: OptLevel) -> Result<OwnedTargetIsa, IrError> {
-    let mut fb = settings::builder();
-    let set = |fb: &mut settings::Builder, k: &str, v: &str| {
-        fb.set(k, v).map_err(|e| IrError::new(format!("cranelift setting {k}={v}: {e}")))
-    };
-    set(&mut fb, "opt_level", if opt == OptLevel::Speed { "speed" } else { "none" })?;
-    set(&mut fb, "is_pic", "false")?;
-    set(&mut fb, "use_colocated_libcalls", "false")?;
-    let isa_builder = cranelift_native::builder().map_err(|e| IrError::new(format!("host not supported: {e}")))?;
-    isa_builder
-        .finish(settings::Flags::new(fb))
-        .map_err(|e| IrError::new(format!("cannot build the host ISA: {e}")))
-}
 
 /// A compiled program ready to run in this process, through the same ABI entry point as an
 /// AOT module.
@@ -71,21 +50,25 @@ impl std::fmt::Display for RunError {
 impl std::error::Error for RunError {}
 
 impl JitProgram {
-    pub fn compile(prog: Program, opt: OptLevel) -> Result<Self, IrError> {
-        Self::compile_with(prog, opt, OptLevel::None)
+    /// Compile `prog` (lowered for [`Target::host_jit`]) for this process.
+    pub fn compile(prog: Program, opt: OptLevel) -> Result<Self, CodegenError> {
+        Self::compile_for(prog, &Target::host_jit(opt, OptLevel::None)?)
     }
 
     /// [`JitProgram::compile`] with the GEMM microkernels at `microkernel_opt` (see
-    /// [`ModuleSpec::microkernel_isa`] for why the default is `none`).
-    pub fn compile_with(prog: Program, opt: OptLevel, microkernel_opt: OptLevel) -> Result<Self, IrError> {
-        let isa = host_isa(opt)?;
-        let builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+    /// [`ModuleSpec::target`] for why the default is `none`).
+    pub fn compile_with(prog: Program, opt: OptLevel, microkernel_opt: OptLevel) -> Result<Self, CodegenError> {
+        Self::compile_for(prog, &Target::host_jit(opt, microkernel_opt)?)
+    }
+
+    /// Compile `prog` for `target`, a host target without PIC ([`Target::host_jit`]).
+    pub fn compile_for(prog: Program, target: &Target) -> Result<Self, CodegenError> {
+        let builder = JITBuilder::with_isa(target.isa.clone(), cranelift_module::default_libcall_names());
         let mut module = JITModule::new(builder);
         let addrs = prog.weights.iter().map(|w| w.bytes().as_ptr() as u64).collect();
-        let microkernel_isa = Some(std::sync::Arc::from(host_isa(microkernel_opt)?));
-        let spec = ModuleSpec { prefix: "odc".into(), weights: WeightsMode::Absolute(addrs), microkernel_isa };
+        let spec = ModuleSpec { prefix: "odc".into(), weights: WeightsMode::Absolute(addrs), target: target.clone() };
         let emitted = define_program(&mut module, &prog, &spec)?;
-        module.finalize_definitions().map_err(|e| IrError::new(format!("JIT finalisation failed: {e}")))?;
+        module.finalize_definitions().map_err(|e| CodegenError::Cranelift(format!("JIT finalisation failed: {e}")))?;
         let code = module.get_finalized_function(emitted.run);
         // SAFETY: `run` was defined with exactly the ABI signature by `define_program`.
         let run: AbiRunFn = unsafe { std::mem::transmute::<*const u8, AbiRunFn>(code) };
@@ -249,9 +232,9 @@ pub struct JitEvaluator;
 impl Evaluator for JitEvaluator {
     fn evaluate(&self, graph: &Graph, nodes: &[NodeId]) -> Result<Vec<Tensor>, IrError> {
         let sub = graph.extract(nodes)?;
-        let isa = host_isa(OptLevel::None)?;
-        let prog = lower(&sub, &crate::fusion::greedy(&sub), &crate::module::lower_options_for(&*isa))?;
-        let jit = JitProgram::compile(prog, OptLevel::None)?;
+        let target = Target::host_jit(OptLevel::None, OptLevel::None).map_err(|e| IrError::new(e.to_string()))?;
+        let prog = lower(&sub, &crate::fusion::greedy(&sub), &target.lower_options())?;
+        let jit = JitProgram::compile_for(prog, &target)?;
         let outs = jit.run(&[]).map_err(|e| IrError::new(format!("constant folding: {e}")))?;
         outs.into_iter()
             .zip(jit.outputs())

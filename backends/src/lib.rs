@@ -20,6 +20,7 @@
 pub mod aot;
 pub mod bindings;
 pub mod codegen;
+pub mod error;
 pub mod fusion;
 mod gemm;
 pub mod jit;
@@ -30,6 +31,8 @@ pub mod module;
 pub mod schedule;
 pub mod target;
 
-pub use jit::{host_isa, JitEvaluator, JitProgram, OptLevel, RunBuffers, RunError};
+pub use error::{CodegenError, TargetError};
+pub use jit::{JitEvaluator, JitProgram, RunBuffers, RunError};
+pub use target::{host_isa, OptLevel, Target, TargetSpec};
 pub use fusion::FusionPlan;
 pub use lower::{lower, Buffer, BufferKind, IoSpec, LowerOptions, Program, Step};

@@ -12,7 +12,7 @@
 //! through an im2col buffer). Constant operands are packed into register-tile panels here, at
 //! compile time.
 
-use crate::fusion::FusionPlan;
+use crate::fusion::{byte_source, FusionPlan, KernelKind};
 use crate::kernel::{raw_type, Body, Gemm, GemmElem, GemmOperand, Kernel, KernelBuilder, E};
 use crate::math;
 use crate::schedule::{self, GemmTile, Machine};
@@ -80,7 +80,7 @@ pub struct Program {
 /// Alignment of every arena buffer.
 pub const ARENA_ALIGN: usize = 64;
 
-/// The target as lowering sees it (see `module::lower_options_for`).
+/// The target as lowering sees it (made by [`crate::Target::lower_options`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LowerOptions {
     /// The core the schedules are chosen for.
@@ -434,7 +434,7 @@ impl<'g> LowerState<'g> {
         if let Some(&c) = self.plan.gemm_root.get(&n) {
             return self.lower_gemm(c, n, out, &name);
         }
-        if self.plan.uses_gemm(g, n) {
+        if self.plan.kind_of(n).is_gemm() {
             return self.lower_gemm(n, n, out, &name);
         }
         match &node.op {
@@ -622,12 +622,23 @@ impl<'g> LowerState<'g> {
         Ok(())
     }
 
-    /// Lower contraction `c` as a GEMM whose epilogue computes `root` (which may be `c`).
+    /// Lower contraction `c` on the GEMM-family kernel the plan chose, with an epilogue that
+    /// computes `root` (which may be `c`).
     fn lower_gemm(&mut self, c: NodeId, root: NodeId, out: usize, name: &str) -> Result<(), IrError> {
         let g = self.g;
         let ops = g.operands(c);
-        if let Some((a8, b8)) = crate::fusion::int8_matmul(g, c) {
-            return self.lower_int8_matmul(c, root, out, name, a8, b8);
+        let kind = self.plan.kind_of(c);
+        match kind {
+            KernelKind::Int8Dot => {
+                let bytes = (byte_source(g, ops[0]), byte_source(g, ops[1]));
+                let (Some(a8), Some(b8)) = bytes else {
+                    return Err(IrError::new(format!("{name}: the plan runs it on the int8 dot product, but its operands are not 8-bit")));
+                };
+                return self.lower_int8_matmul(c, root, out, name, a8, b8);
+            }
+            KernelKind::Winograd => return self.lower_winograd(c, root, out, name),
+            KernelKind::GemmF32 if g.ty(c).dtype == DType::F32 => {}
+            _ => return Err(IrError::new(format!("{name}: the plan runs it on the {kind} kernel, which cannot compute a {} {}", g.ty(c).dtype, g.node(c).op.name()))),
         }
         match g.node(c).op.clone() {
             Op::MatMul => {
@@ -668,7 +679,6 @@ impl<'g> LowerState<'g> {
                 let (kern, args) = kl.finish_gemm(name.to_string(), vars, Gemm { m, n, k, a, b, elem: GemmElem::F32, epilogue }, tile);
                 self.push_kernel(kern, args);
             }
-            Op::Conv(_) if winograd::eligible(g, c) => self.lower_winograd(c, root, out, name)?,
             Op::Conv(cv) => {
                 let (xs, ws) = (g.ty(ops[0]).shape.clone(), g.ty(ops[1]).shape.clone());
                 let osh = g.ty(c).shape.clone();
@@ -768,7 +778,9 @@ impl<'g> LowerState<'g> {
             b
         };
         // B: the constant's values as bytes in the dot-product panel layout.
-        let Op::Constant(bt) = &g.node(b8.0).op else { unreachable!("int8_matmul checks B is constant") };
+        let Op::Constant(bt) = &g.node(b8.0).op else {
+            return Err(IrError::new(format!("{name}: the int8 dot product needs constant weights")));
+        };
         let packed = pack_b_int8(bt, b8.1, nr)?;
         let b_buf = self.add_weight(packed, &format!("{}_int8", g.node(b8.0).name));
         let mut kl = KernelLowering::new(self, Some(root), out);

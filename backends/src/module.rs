@@ -17,7 +17,8 @@ use cranelift_codegen::ir::{self, condcodes::IntCC, types, AbiParam, BlockArg, I
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
-use odc_ir::IrError;
+use crate::error::CodegenError;
+use crate::target::Target;
 use odc_runtime::abi::{self, offsets as off, Status};
 
 /// Where the kernels find the weights.
@@ -37,11 +38,11 @@ pub struct ModuleSpec {
     /// Symbol prefix (a C identifier).
     pub prefix: String,
     pub weights: WeightsMode,
-    /// The same target at `opt_level=none`, for GEMM microkernels: at `speed` the e-graph
-    /// hoists every load of the unrolled k loop above the FMAs and the accumulators spill, while
-    /// at `none` the instruction order the generator chose is kept (measured in
-    /// `backends/examples/gemm_bench.rs`).
-    pub microkernel_isa: Option<std::sync::Arc<dyn TargetIsa>>,
+    /// The target `m` was made for. Its `microkernel_isa` (the same target at `opt_level=none`)
+    /// compiles the GEMM microkernels: at `speed` the e-graph hoists every load of the unrolled
+    /// k loop above the FMAs and the accumulators spill, while at `none` the instruction order
+    /// the generator chose is kept (measured in `backends/examples/gemm_bench.rs`).
+    pub target: Target,
 }
 
 /// A kernel compiled to machine code, ready for `Module::define_function_bytes`.
@@ -53,7 +54,7 @@ struct CompiledKernel {
 }
 
 /// Build and compile kernel `k` (declared as `id`) with `isa`.
-fn compile_kernel(k: &crate::kernel::Kernel, id: FuncId, sig: ir::Signature, isa: &dyn TargetIsa, opts: CodegenOptions) -> Result<CompiledKernel, IrError> {
+fn compile_kernel(k: &crate::kernel::Kernel, id: FuncId, sig: ir::Signature, isa: &dyn TargetIsa, opts: CodegenOptions) -> Result<CompiledKernel, CodegenError> {
     let mut ctx = cranelift_codegen::Context::for_function(ir::Function::with_name_signature(ir::UserFuncName::user(0, id.as_u32()), sig));
     build_kernel(k, &mut ctx.func, &mut FunctionBuilderContext::new(), isa.frontend_config(), opts);
     let disasm = std::env::var("ODC_DISASM").is_ok_and(|f| k.name.contains(f.as_str()));
@@ -70,7 +71,7 @@ fn compile_kernel(k: &crate::kernel::Kernel, id: FuncId, sig: ir::Signature, isa
 
 /// Compile every kernel of `prog` on up to one thread per core (kernels are independent; each
 /// gets its own Cranelift context). GEMM kernels use `micro` when given.
-fn compile_kernels(prog: &Program, ids: &[FuncId], sig: &ir::Signature, isa: &dyn TargetIsa, micro: Option<&dyn TargetIsa>, opts: CodegenOptions) -> Result<Vec<CompiledKernel>, IrError> {
+fn compile_kernels(prog: &Program, ids: &[FuncId], sig: &ir::Signature, isa: &dyn TargetIsa, micro: Option<&dyn TargetIsa>, opts: CodegenOptions) -> Result<Vec<CompiledKernel>, CodegenError> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let n = prog.kernels.len();
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n).max(1);
@@ -90,7 +91,7 @@ fn compile_kernels(prog: &Program, ids: &[FuncId], sig: &ir::Signature, isa: &dy
             done.push((i, compile_kernel(k, ids[i], sig.clone(), isa, opts)));
         }
     };
-    let mut results: Vec<Option<Result<CompiledKernel, IrError>>> = (0..n).map(|_| None).collect();
+    let mut results: Vec<Option<Result<CompiledKernel, CodegenError>>> = (0..n).map(|_| None).collect();
     std::thread::scope(|s| {
         let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
         let mine = work();
@@ -169,50 +170,18 @@ impl WeightsLayout {
     }
 }
 
-fn module_err(e: impl std::fmt::Display) -> IrError {
-    IrError::new(format!("code generation failed: {e}"))
-}
-
-/// Code generation options derived from the module's target.
-pub fn options_for(isa: &dyn TargetIsa) -> CodegenOptions {
-    let flag = |name: &str| isa.isa_flags().iter().any(|f| f.name == name && f.as_bool() == Some(true));
-    let (has_fma, vectorize, native_rounding) = match isa.triple().architecture {
-        target_lexicon::Architecture::X86_64 => (flag("has_fma"), true, flag("has_sse41")),
-        target_lexicon::Architecture::Aarch64(_) => (true, true, true),
-        // Cranelift's riscv64 SIMD needs the V extension; scalar rounding is native.
-        target_lexicon::Architecture::Riscv64(_) => (true, flag("has_v"), true),
-        _ => (false, false, false),
-    };
-    let x86 = matches!(isa.triple().architecture, target_lexicon::Architecture::X86_64);
-    let gemm_fma = has_fma;
-    let gemm_shared_broadcast_rows = if x86 { 1 } else { usize::MAX };
-    let native_fminmax = !x86;
-    let dot_unsigned_first = matches!(isa.triple().architecture, target_lexicon::Architecture::Aarch64(_));
-    CodegenOptions { vectorize, has_fma, native_rounding, gemm_fma, gemm_shared_broadcast_rows, native_fminmax, dot_unsigned_first }
-}
-
-/// The target as the lowering and the scheduler see it: x86_64 and aarch64 with 128-bit SIMD,
-/// anything else (riscv64 without V) scalar.
-pub fn lower_options_for(isa: &dyn TargetIsa) -> crate::lower::LowerOptions {
-    use crate::schedule::Machine;
-    let opts = options_for(isa);
-    let machine = match isa.triple().architecture {
-        _ if !opts.vectorize => Machine::SCALAR,
-        target_lexicon::Architecture::Aarch64(_) => Machine::AARCH64,
-        _ if !opts.gemm_fma => Machine::X86_64_NO_FMA,
-        _ => Machine::X86_64,
-    };
-    crate::lower::LowerOptions { machine, gemm_tile: None }
+fn module_err(e: impl std::fmt::Display) -> CodegenError {
+    CodegenError::Cranelift(e.to_string())
 }
 
 /// Define every kernel, the weights, the descriptor and the three entry points in `m`.
-pub fn define_program<M: Module>(m: &mut M, prog: &Program, spec: &ModuleSpec) -> Result<EmittedProgram, IrError> {
+pub fn define_program<M: Module>(m: &mut M, prog: &Program, spec: &ModuleSpec) -> Result<EmittedProgram, CodegenError> {
     let ptr = m.target_config().pointer_type();
     if ptr != types::I64 {
-        return Err(IrError::new("odc modules need a 64-bit target"));
+        return Err(CodegenError::Invalid("odc modules need a 64-bit target".into()));
     }
     let call_conv = m.target_config().default_call_conv;
-    let opts = options_for(m.isa());
+    let opts = spec.target.codegen;
     let p = &spec.prefix;
     let mut fctx = FunctionBuilderContext::new();
     let mut ctx = m.make_context();
@@ -224,7 +193,7 @@ pub fn define_program<M: Module>(m: &mut M, prog: &Program, spec: &ModuleSpec) -
             eprintln!("{k}");
         }
     }
-    let compiled = compile_kernels(prog, &kernels, &sig, m.isa(), spec.microkernel_isa.as_deref(), opts)?;
+    let compiled = compile_kernels(prog, &kernels, &sig, m.isa(), Some(&*spec.target.microkernel_isa), opts)?;
     for ((k, &id), c) in prog.kernels.iter().zip(&kernels).zip(compiled) {
         if let Some(d) = c.disasm {
             eprintln!("=== kernel {} ===\n{d}", k.name);
@@ -292,7 +261,7 @@ fn define_descriptor<M: Module>(
     spec: &ModuleSpec,
     layout: &WeightsLayout,
     fingerprint: u64,
-) -> Result<DataId, IrError> {
+) -> Result<DataId, CodegenError> {
     let p = &spec.prefix;
     // Pool of NUL-terminated strings and i64 shape arrays.
     let mut pool: Vec<u8> = vec![];
@@ -378,7 +347,7 @@ fn define_run<M: Module>(
     layout: &WeightsLayout,
     weights_data: Option<DataId>,
     fctx: &mut FunctionBuilderContext,
-) -> Result<FuncId, IrError> {
+) -> Result<FuncId, CodegenError> {
     let ptr = types::I64;
     let call_conv = m.target_config().default_call_conv;
     let mut sig = ir::Signature::new(call_conv);

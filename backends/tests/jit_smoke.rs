@@ -10,7 +10,7 @@ fn bytes(v: &[f32]) -> Vec<u8> {
 
 fn run(g: &Graph, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
     g.verify().unwrap();
-    let prog = lower(g, &odc_backends::FusionPlan::none(), &odc_backends::LowerOptions::default()).unwrap();
+    let prog = lower(g, &odc_backends::FusionPlan::none(g), &odc_backends::LowerOptions::default()).unwrap();
     let jit = JitProgram::compile(prog, OptLevel::Speed).unwrap();
     let ins: Vec<Vec<u8>> = inputs.iter().map(|v| bytes(v)).collect();
     let refs: Vec<&[u8]> = ins.iter().map(|v| v.as_slice()).collect();
@@ -115,7 +115,7 @@ fn elementwise_chain_runs_in_place() {
     let n = g.add(Op::Unary(UnaryOp::Neg), &[e], "neg").unwrap();
     let a = g.add(Op::Unary(UnaryOp::Abs), &[n], "abs").unwrap();
     g.set_output("y", a);
-    let prog = lower(&g, &odc_backends::FusionPlan::none(), &odc_backends::LowerOptions::default()).unwrap();
+    let prog = lower(&g, &odc_backends::FusionPlan::none(&g), &odc_backends::LowerOptions::default()).unwrap();
     let temps: Vec<usize> = prog
         .buffers
         .iter()
@@ -145,7 +145,7 @@ fn profile_runs_every_step_in_the_callers_buffers() {
     let e = g.add(Op::Unary(UnaryOp::Exp), &[m], "exp").unwrap();
     let r = g.add(Op::Reduce { op: ReduceOp::Max, axes: vec![1] }, &[e], "max").unwrap();
     g.set_output("r", r);
-    let prog = lower(&g, &odc_backends::FusionPlan::none(), &odc_backends::LowerOptions::default()).unwrap();
+    let prog = lower(&g, &odc_backends::FusionPlan::none(&g), &odc_backends::LowerOptions::default()).unwrap();
     let steps = prog.steps.len();
     assert!(steps >= 3, "{steps} steps");
     let jit = JitProgram::compile(prog, OptLevel::Speed).unwrap();
@@ -190,7 +190,7 @@ fn concat_then_matmul(b: usize) -> (Vec<f32>, Vec<f32>, bool, odc_backends::Prog
         let cat32: Vec<f32> = cat.iter().map(|&v| v as f32).collect();
         want.extend(mm(&cat32, &w3v, r1 + r2, n, p).iter().map(|&v| v as f32));
     }
-    let prog = lower(&g, &odc_backends::FusionPlan::none(), &odc_backends::LowerOptions::default()).unwrap();
+    let prog = lower(&g, &odc_backends::FusionPlan::none(&g), &odc_backends::LowerOptions::default()).unwrap();
     let copied = prog.kernels.iter().any(|k| k.name.contains("cat"));
     let jit = JitProgram::compile(prog.clone(), OptLevel::Speed).unwrap();
     let got = f32s(&jit.run(&[&bytes(&x1v), &bytes(&x2v)]).unwrap()[0]);

@@ -28,7 +28,7 @@ fn run(g: &Graph, inputs: &[Vec<f32>]) -> Vec<f32> {
 
 fn run_with(g: &Graph, inputs: &[Vec<f32>], fuse: bool) -> Vec<f32> {
     g.verify().unwrap();
-    let plan = if fuse { odc_backends::fusion::greedy(g) } else { odc_backends::FusionPlan::none() };
+    let plan = if fuse { odc_backends::fusion::greedy(g) } else { odc_backends::FusionPlan::none(g) };
     let prog = lower(g, &plan, &odc_backends::LowerOptions::default()).unwrap();
     let jit = JitProgram::compile(prog, OptLevel::Speed).unwrap();
     let bytes: Vec<Vec<u8>> = inputs.iter().map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
@@ -383,7 +383,7 @@ fn padded_depthwise_conv_reads_its_pad_inline() {
     let xp = g.add(Op::Pad { low: vec![0, 0, 1, 1], high: vec![0, 0, 1, 1], interior: vec![0; 4], mode: PadMode::Constant(Scalar::F64(0.0)) }, &[x], "pad").unwrap();
     let y = g.add(Op::Conv(Conv { strides: vec![1, 1], dilations: vec![1, 1], groups: c }), &[xp, wt], "dw").unwrap();
     g.set_output("y", y);
-    let prog = lower(&g, &odc_backends::FusionPlan::none(), &odc_backends::LowerOptions::default()).unwrap();
+    let prog = lower(&g, &odc_backends::FusionPlan::none(&g), &odc_backends::LowerOptions::default()).unwrap();
     let names: Vec<&str> = prog.kernels.iter().map(|k| k.name.as_str()).collect();
     assert!(names.iter().any(|n| n.ends_with("_interior")), "{names:?}");
     assert!(!names.iter().any(|n| n.starts_with("pad_")), "no padded copy: {names:?}");

@@ -15,7 +15,7 @@ fn run_unary(op: UnaryOp, dtype: DType, xs: &[f64]) -> Vec<f64> {
 
 /// Compile `g` (one input `x`, one output, both of `dtype`) and run it on `xs`.
 fn run_graph(g: &Graph, dtype: DType, xs: &[f64]) -> Vec<f64> {
-    let prog = lower(g, &odc_backends::FusionPlan::none(), &odc_backends::LowerOptions::default()).unwrap();
+    let prog = lower(g, &odc_backends::FusionPlan::none(g), &odc_backends::LowerOptions::default()).unwrap();
     let jit = JitProgram::compile(prog, OptLevel::Speed).unwrap();
     let bytes: Vec<u8> = match dtype {
         DType::F32 => xs.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect(),

@@ -48,13 +48,13 @@ fn short_outer_loops_are_flattened_into_the_parallel_loop() {
 #[test]
 fn tiny_and_non_float_kernels_stay_sequential_and_scalar() {
     let g = affine_graph(&[8]);
-    let prog = lower(&g, &FusionPlan::none(), &LowerOptions::default()).unwrap();
+    let prog = lower(&g, &FusionPlan::none(&g), &LowerOptions::default()).unwrap();
     assert!(prog.kernels.iter().all(|k| k.schedule.parallel == Parallel::Sequential));
     let mut g = Graph::new();
     let x = g.add_input("x", TensorType::new(DType::I32, vec![64, 64]));
     let y = g.add(Op::Binary(BinaryOp::Add), &[x, x], "add").unwrap();
     g.set_output("y", y);
-    let prog = lower(&g, &FusionPlan::none(), &LowerOptions::default()).unwrap();
+    let prog = lower(&g, &FusionPlan::none(&g), &LowerOptions::default()).unwrap();
     assert!(prog.kernels.iter().all(|k| k.schedule.vector_lanes == 1), "f32x4 vectors are for f32 outputs");
 }
 

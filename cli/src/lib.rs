@@ -14,7 +14,7 @@ pub mod npy;
 use odc_backends::aot::{self, AotOptions, WeightsPlacement};
 use odc_backends::target::TargetSpec;
 use odc_backends::fusion::{self, FusionPlan};
-use odc_backends::{bindings, lower, JitEvaluator, JitProgram, LowerOptions, OptLevel, Program};
+use odc_backends::{bindings, lower, CodegenError, JitEvaluator, JitProgram, OptLevel, Program, Target, TargetError};
 use std::path::PathBuf;
 use odc_frontend::onnx::{self, ImportOptions};
 use odc_frontend::FrontendError;
@@ -35,6 +35,10 @@ pub enum Error {
     Ir(#[from] IrError),
     #[error("{0}")]
     Run(#[from] RunError),
+    #[error("{0}")]
+    Target(#[from] TargetError),
+    #[error("{0}")]
+    Codegen(#[from] CodegenError),
     #[error("{0}")]
     Usage(String),
 }
@@ -168,8 +172,9 @@ fn simplify(mut g: Graph, opts: &CompileOptions, timings: &mut Timings) -> Resul
     Ok(g)
 }
 
-/// Graph → kernels, buffers and the static memory plan, for a target's lowering options.
-pub fn plan(g: &Graph, opts: &CompileOptions, target: &LowerOptions, timings: &mut Timings) -> Result<Program, Error> {
+/// Graph → kernels, buffers and the static memory plan, for `target`.
+pub fn plan(g: &Graph, opts: &CompileOptions, target: &Target, timings: &mut Timings) -> Result<Program, Error> {
+    let target = &target.lower_options();
     match opts.fusion {
         FusionMode::Saturate => {
             let s = saturate(g, timings)?;
@@ -179,7 +184,7 @@ pub fn plan(g: &Graph, opts: &CompileOptions, target: &LowerOptions, timings: &m
             let plan = timings.record("fusion", || fusion::greedy(g));
             Ok(timings.record("lower", || lower(g, &plan, target))?)
         }
-        FusionMode::Off => Ok(timings.record("lower", || lower(g, &FusionPlan::none(), target))?),
+        FusionMode::Off => Ok(timings.record("lower", || lower(g, &FusionPlan::none(g), target))?),
     }
 }
 
@@ -194,24 +199,25 @@ pub fn saturate(g: &Graph, timings: &mut Timings) -> Result<odc_passes::saturate
     Ok(s)
 }
 
-/// Lowering options for the host.
-pub fn host_lower_options(opts: &CompileOptions) -> Result<LowerOptions, Error> {
-    let isa = odc_backends::host_isa(opts.opt_level)?;
-    Ok(odc_backends::module::lower_options_for(&*isa))
+/// The host, for in-process execution at `opts.opt_level`.
+pub fn host_target(opts: &CompileOptions) -> Result<Target, Error> {
+    Ok(Target::host_jit(opts.opt_level, OptLevel::None)?)
 }
 
 /// Compile for in-process execution.
 pub fn compile_jit(g: &Graph, opts: &CompileOptions, timings: &mut Timings) -> Result<JitProgram, Error> {
-    let prog = plan(g, opts, &host_lower_options(opts)?, timings)?;
-    Ok(timings.record("codegen", || JitProgram::compile(prog, opts.opt_level))?)
+    let target = host_target(opts)?;
+    let prog = plan(g, opts, &target, timings)?;
+    Ok(timings.record("codegen", || JitProgram::compile_for(prog, &target))?)
 }
 
 /// [`compile_jit`], dropping the graph (and its copy of the weights) once the program holds
 /// the packed weights, before code generation.
 pub fn compile_jit_owned(g: Graph, opts: &CompileOptions, timings: &mut Timings) -> Result<JitProgram, Error> {
-    let prog = plan(&g, opts, &host_lower_options(opts)?, timings)?;
+    let target = host_target(opts)?;
+    let prog = plan(&g, opts, &target, timings)?;
     drop(g);
-    Ok(timings.record("codegen", || JitProgram::compile(prog, opts.opt_level))?)
+    Ok(timings.record("codegen", || JitProgram::compile_for(prog, &target))?)
 }
 
 /// An artifact `odc compile` can write.
@@ -271,10 +277,10 @@ pub fn compile_aot(model: &Path, opts: &CompileOptions, req: &AotRequest, timing
     };
     std::fs::create_dir_all(&dir).map_err(|e| Error::Usage(format!("cannot create {}: {e}", dir.display())))?;
     let g = import_onnx(model, opts, timings)?;
-    let (_, isa) = odc_backends::target::build_isa(&req.target, true, opts.opt_level == OptLevel::Speed)?;
-    let prog = plan(&g, opts, &odc_backends::module::lower_options_for(&*isa), timings)?;
-    let aot_opts = AotOptions { target: req.target.clone(), prefix: prefix.clone(), weights: req.weights, opt_speed: opts.opt_level == OptLevel::Speed };
-    let module = timings.record("codegen", || aot::compile_object(&prog, &aot_opts))?;
+    let target = Target::for_module(&req.target, opts.opt_level)?;
+    let prog = plan(&g, opts, &target, timings)?;
+    let aot_opts = AotOptions { prefix: prefix.clone(), weights: req.weights };
+    let module = timings.record("codegen", || aot::compile_object(&prog, &target, &aot_opts))?;
     let mut written = vec![];
     let write = |path: PathBuf, bytes: &[u8], written: &mut Vec<PathBuf>| -> Result<(), Error> {
         std::fs::write(&path, bytes).map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;

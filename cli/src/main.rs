@@ -310,7 +310,7 @@ fn inspect(m: &ModelArgs, show_graph: bool, show_kernels: bool) -> Result<()> {
     let opts = compile_options(m)?;
     let mut timings = Timings::default();
     let g = odc::import_onnx(&m.model, &opts, &mut timings)?;
-    let prog = odc::plan(&g, &opts, &odc::host_lower_options(&opts)?, &mut timings)?;
+    let prog = odc::plan(&g, &opts, &odc::host_target(&opts)?, &mut timings)?;
     if show_graph {
         print!("{g}");
     }
@@ -336,7 +336,7 @@ fn inspect_fusion(m: &ModelArgs, json: bool) -> Result<()> {
     let onnx_nodes = odc_frontend::onnx::load_model(&m.model)?.proto.graph.node.len();
     let g = odc::import_onnx(&m.model, &opts, &mut timings)?;
     let s = odc::saturate(&g, &mut timings)?;
-    let prog = odc_backends::lower(&s.graph, &s.plan, &odc::host_lower_options(&opts)?)?;
+    let prog = odc_backends::lower(&s.graph, &s.plan, &odc::host_target(&opts)?.lower_options())?;
     let r = &s.report;
     if json {
         use serde_json::json;

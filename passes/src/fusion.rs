@@ -1,44 +1,76 @@
 //! Which nodes get their own kernel: the fusion plan.
 //!
-//! A plan lists the compute nodes that are *inlined* into their readers and, for GEMM kernels,
-//! which contraction a kernel root carries as its matrix product. [`greedy`] is the default
-//! policy: an elementwise node with a single reader is inlined; a contraction whose single
-//! reader starts a chain of same-shape elementwise nodes becomes the GEMM of that chain's last
-//! node, so bias, batch-norm affine, activations and residual adds run in the GEMM's epilogue.
+//! A plan lists the compute nodes that are *inlined* into their readers, the generator of each
+//! contraction ([`KernelKind`], decided in [`crate::kernel_choice`]) and, for GEMM kernels,
+//! which contraction a kernel root carries as its matrix product. [`greedy`] is the fixed
+//! policy `--fuse greedy` compares equality saturation with: an elementwise node with a single
+//! reader is inlined; a contraction whose single reader starts a chain of same-shape elementwise
+//! nodes becomes the GEMM of that chain's last node, so bias, batch-norm affine, activations and
+//! residual adds run in the GEMM's epilogue; each contraction takes its preferred kind.
 
+use crate::kernel_choice::{preferred, ByteOperand, Contraction, KernelKind};
 use odc_ir::{DType, Graph, NodeId, Op, OpFamily};
 use std::collections::{HashMap, HashSet};
 
-/// The fusion decisions the lowering follows.
+/// The fusion and kernel-kind decisions the lowering follows.
 #[derive(Clone, Debug, Default)]
 pub struct FusionPlan {
     /// Compute nodes inlined into their readers (no buffer, no kernel of their own).
     pub fused: HashSet<NodeId>,
-    /// Kernel root → the contraction it computes as a GEMM (the root's value is its epilogue).
+    /// Kernel root → the contraction it computes on a GEMM-family microkernel (the root's value
+    /// is its epilogue).
     pub gemm_root: HashMap<NodeId, NodeId>,
-    /// GEMM-eligible contractions that run as a direct loop nest instead (a kernel choice).
-    pub direct: HashSet<NodeId>,
+    /// The generator of each contraction; a contraction not listed runs as a direct loop nest.
+    pub kinds: HashMap<NodeId, KernelKind>,
 }
 
 impl FusionPlan {
-    /// No fusion at all: every compute node is its own kernel.
-    pub fn none() -> Self {
-        Self::default()
+    /// No fusion at all: every compute node is its own kernel, each contraction on its
+    /// [`preferred`] generator.
+    pub fn none(g: &Graph) -> Self {
+        FusionPlan { kinds: preferred_kinds(g), ..Self::default() }
     }
 
     pub fn is_fused(&self, n: NodeId) -> bool {
         self.fused.contains(&n)
     }
 
-    /// True when contraction `n` runs as a GEMM microkernel.
-    pub fn uses_gemm(&self, g: &Graph, n: NodeId) -> bool {
-        gemm_eligible(g, n) && !self.direct.contains(&n)
+    /// The generator that computes contraction `n`.
+    pub fn kind_of(&self, n: NodeId) -> KernelKind {
+        self.kinds.get(&n).copied().unwrap_or(KernelKind::Direct)
     }
 }
 
-/// An operand of an i32 product that holds 8-bit values: a cast to i32 from u8/i8 (the node
-/// read for the bytes, signed?), or an i32 constant whose values all fit a byte.
-pub fn int8_operand(g: &Graph, n: NodeId) -> Option<(NodeId, bool)> {
+/// Every contraction of `g` with the kind a policy without a cost model takes.
+fn preferred_kinds(g: &Graph) -> HashMap<NodeId, KernelKind> {
+    g.node_ids()
+        .into_iter()
+        .filter_map(|n| contraction(g, n).map(|c| (n, preferred(&c))))
+        .filter(|(_, k)| *k != KernelKind::Direct)
+        .collect()
+}
+
+/// The kernel-choice facts of node `n`, if it is a contraction.
+pub fn contraction(g: &Graph, n: NodeId) -> Option<Contraction<'_>> {
+    let node = g.node(n);
+    if node.op.family() != OpFamily::Contraction {
+        return None;
+    }
+    let ops = g.operands(n);
+    let byte = |o: NodeId| byte_source(g, o).map(|(src, signed)| ByteOperand { signed, constant: matches!(g.node(src).op, Op::Constant(_)) });
+    Some(Contraction {
+        op: &node.op,
+        dtype: node.ty.dtype,
+        out_shape: &node.ty.shape,
+        operand_shapes: [&g.ty(ops[0]).shape, &g.ty(ops[1]).shape],
+        const_f32_weights: matches!(&g.node(ops[1]).op, Op::Constant(t) if t.dtype == DType::F32),
+        bytes: [byte(ops[0]), byte(ops[1])],
+    })
+}
+
+/// Where an operand of an i32 product holding 8-bit values reads its bytes: the source of a
+/// cast to i32 from u8/i8, or an i32 constant whose values all fit a byte; with signedness.
+pub fn byte_source(g: &Graph, n: NodeId) -> Option<(NodeId, bool)> {
     match &g.node(n).op {
         Op::Cast { to: DType::I32, .. } => {
             let src = g.operands(n)[0];
@@ -59,41 +91,6 @@ pub fn int8_operand(g: &Graph, n: NodeId) -> Option<(NodeId, bool)> {
             }
         }
         _ => None,
-    }
-}
-
-/// The 8-bit operands of an i32 MatMul that runs as an int8 dot-product GEMM: B constant (packed
-/// at compile time) and at least one operand signed (an unsigned x unsigned byte product
-/// overflows the dot product's 16-bit intermediate).
-pub fn int8_matmul(g: &Graph, n: NodeId) -> Option<((NodeId, bool), (NodeId, bool))> {
-    if !matches!(g.node(n).op, Op::MatMul) || g.ty(n).dtype != DType::I32 {
-        return None;
-    }
-    let ops = g.operands(n);
-    let (a, b) = (int8_operand(g, ops[0])?, int8_operand(g, ops[1])?);
-    let b_const = matches!(g.node(b.0).op, Op::Constant(_));
-    (g.ty(ops[0]).rank() >= 2 && g.ty(ops[1]).rank() >= 2 && b_const && (a.1 || b.1)).then_some((a, b))
-}
-
-/// True for contractions the GEMM code generator handles: f32 MatMul, int8 MatMul (see
-/// [`int8_matmul`]), and f32 Conv that is not depthwise (one input and one output channel per
-/// group is better served by the direct loop).
-pub fn gemm_eligible(g: &Graph, n: NodeId) -> bool {
-    let node = g.node(n);
-    if int8_matmul(g, n).is_some() {
-        return true;
-    }
-    if node.ty.dtype != DType::F32 {
-        return false;
-    }
-    match &node.op {
-        Op::MatMul => true,
-        Op::Conv(c) => {
-            let ops = g.operands(n);
-            let w = &g.ty(ops[1]).shape;
-            !(w[1] == 1 && w[0] == c.groups && c.groups > 1)
-        }
-        _ => false,
     }
 }
 
@@ -122,7 +119,7 @@ fn single_reader(g: &Graph, n: NodeId) -> Option<NodeId> {
 
 /// The default greedy plan.
 pub fn greedy(g: &Graph) -> FusionPlan {
-    let mut plan = FusionPlan::default();
+    let mut plan = FusionPlan { kinds: preferred_kinds(g), ..FusionPlan::default() };
     let order = g.topo_order();
     // 1. Elementwise nodes with one reader are inlined into it, when that reader evaluates
     //    each element once (never into a contraction, whose operands must be buffers).
@@ -137,10 +134,10 @@ pub fn greedy(g: &Graph) -> FusionPlan {
             }
         }
     }
-    // 2. A GEMM-eligible contraction whose reader chain is same-shape elementwise nodes is
-    //    computed inside the chain's last (materialised) node.
+    // 2. A contraction on a GEMM-family kernel whose reader chain is same-shape elementwise
+    //    nodes is computed inside the chain's last (materialised) node.
     for &n in &order {
-        if !gemm_eligible(g, n) {
+        if !plan.kind_of(n).is_gemm() {
             continue;
         }
         let shape = &g.ty(n).shape;

@@ -12,6 +12,7 @@ pub mod affine;
 pub mod build;
 pub mod fold;
 pub mod fusion;
+pub mod kernel_choice;
 pub mod memory;
 pub mod nn;
 pub mod saturate;

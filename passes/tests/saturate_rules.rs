@@ -41,7 +41,7 @@ fn check_within(g: &Graph, rules: &[&str], tol: f32) -> Saturated {
     }
     for seed in 0..3 {
         let inputs = random_inputs(g, seed);
-        let want = run(g, &FusionPlan::none(), &inputs);
+        let want = run(g, &FusionPlan::none(g), &inputs);
         let got = run(&s.graph, &s.plan, &inputs);
         assert_eq!(want.len(), got.len());
         for (w, o) in want.iter().zip(&got) {
@@ -232,7 +232,7 @@ fn batchnorm_folds_into_conv() {
         1e-4,
     );
     assert_eq!(kernels(&s), 1, "{:?}", s.report.kernels);
-    assert_eq!(s.report.kernels[0].kind, "gemm+epilogue");
+    assert_eq!(s.report.kernels[0].kind, "winograd+epilogue");
     assert_eq!(s.report.kernels[0].ops, vec!["conv", "add", "max"], "{:?}", s.report.kernels);
 }
 
@@ -366,7 +366,7 @@ fn all_families_on_a_small_block() {
     let opts = SaturateOptions { families: Family::ALL.to_vec(), ..SaturateOptions::default() };
     let s = optimize(&g, Some(&JitEvaluator), &opts).unwrap();
     let inputs = random_inputs(&g, 7);
-    let (want, got) = (run(&g, &FusionPlan::none(), &inputs), run(&s.graph, &s.plan, &inputs));
+    let (want, got) = (run(&g, &FusionPlan::none(&g), &inputs), run(&s.graph, &s.plan, &inputs));
     for (a, b) in want[0].iter().zip(&got[0]) {
         assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{a} vs {b}");
     }

@@ -330,17 +330,11 @@ fn run_aot(g: &odc_ir::Graph, inputs: &[(String, Tensor)], t: &AotTarget, dir: &
     use odc_backends::aot::{compile_object, AotOptions, WeightsPlacement};
     use std::process::Command;
     let fail = |m: String| Outcome::Fail(m);
-    let target = odc_backends::target::TargetSpec { triple: Some(t.arch.clone()), cpu: t.cpu.clone(), features: vec![] };
-    let (_, isa) = odc_backends::target::build_isa(&target, true, true).map_err(|e| fail(e.to_string()))?;
-    let lower_opts = odc_backends::module::lower_options_for(&*isa);
-    let prog = odc::plan(g, &CompileOptions::default(), &lower_opts, &mut Timings::default()).map_err(|e| fail(e.to_string()))?;
-    let opts = AotOptions {
-        target: odc_backends::target::TargetSpec { triple: Some(t.arch.clone()), cpu: t.cpu.clone(), features: vec![] },
-        prefix: "model".into(),
-        weights: WeightsPlacement::Embedded,
-        opt_speed: true,
-    };
-    let module = compile_object(&prog, &opts).map_err(|e| fail(e.to_string()))?;
+    let spec = odc_backends::target::TargetSpec { triple: Some(t.arch.clone()), cpu: t.cpu.clone(), features: vec![] };
+    let target = odc_backends::Target::for_module(&spec, odc_backends::OptLevel::Speed).map_err(|e| fail(e.to_string()))?;
+    let prog = odc::plan(g, &CompileOptions::default(), &target, &mut Timings::default()).map_err(|e| fail(e.to_string()))?;
+    let opts = AotOptions { prefix: "model".into(), weights: WeightsPlacement::Embedded };
+    let module = compile_object(&prog, &target, &opts).map_err(|e| fail(e.to_string()))?;
     let name = dir.file_name().unwrap().to_string_lossy().into_owned();
     let w = t.work.join(&name);
     std::fs::create_dir_all(&w).map_err(|e| fail(e.to_string()))?;

@@ -47,32 +47,26 @@ const AT: [[f64; 6]; 4] = [
     [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
 ];
 
-/// Output tiles (all images) below which the batched GEMM is too narrow to win. A 7x7 map's
-/// four tiles still win: its GEMM streams four times the direct convolution's weights (36 6x6
-/// matrices per channel pair instead of 9 taps) but does a third of the products
-/// (resnet50's 512-channel 7x7 convolutions: 5.6 → 2.4 + 0.6 ms transforms, `odc bench --top`).
-const MIN_TILES: usize = 4;
-/// Channels below which the transforms cost more than they save.
-const MIN_CHANNELS: usize = 16;
-
-/// True for convolutions lowered with Winograd: f32, 2-D, 3x3, stride 1, dilation 1, one
-/// group, constant weights, enough channels and tiles.
-pub(super) fn eligible(g: &Graph, c: NodeId) -> bool {
-    let Op::Conv(cv) = &g.node(c).op else { return false };
+/// What this lowering relies on (when and whether Winograd pays is the kernel choice's
+/// decision, `odc_passes::kernel_choice`): an f32 2-D 3x3 convolution, stride 1, dilation 1, one
+/// group, constant f32 weights.
+fn check_applies(g: &Graph, c: NodeId, name: &str) -> Result<(), IrError> {
+    let Op::Conv(cv) = &g.node(c).op else { return Err(IrError::new(format!("{name}: Winograd needs a convolution"))) };
     let ops = g.operands(c);
-    let (xs, ws, os) = (&g.ty(ops[0]).shape, &g.ty(ops[1]).shape, &g.ty(c).shape);
+    let (xs, ws) = (&g.ty(ops[0]).shape, &g.ty(ops[1]).shape);
     let constant_f32 = matches!(&g.node(ops[1]).op, Op::Constant(t) if t.dtype == DType::F32);
-    let tiles = os.first().copied().unwrap_or(0) * os.get(2).map_or(0, |h| h.div_ceil(T_OUT)) * os.get(3).map_or(0, |w| w.div_ceil(T_OUT));
-    g.node(c).ty.dtype == DType::F32
+    let applies = g.node(c).ty.dtype == DType::F32
         && xs.len() == 4
         && ws[2..] == [3, 3]
         && cv.groups == 1
         && cv.strides == [1, 1]
         && cv.dilations == [1, 1]
-        && constant_f32
-        && ws[0] >= MIN_CHANNELS
-        && ws[1] >= MIN_CHANNELS
-        && tiles >= MIN_TILES
+        && constant_f32;
+    if applies {
+        Ok(())
+    } else {
+        Err(IrError::new(format!("{name}: the plan runs it on Winograd F(4x4,3x3), which needs an f32 3x3 stride-1 convolution with constant weights")))
+    }
 }
 
 /// The distance in floats between two of the 36 transformed matrices holding `len` floats each:
@@ -165,6 +159,7 @@ impl<'g> LowerState<'g> {
     /// Winograd F(4x4, 3x3).
     pub(super) fn lower_winograd(&mut self, c: NodeId, root: NodeId, out: usize, name: &str) -> Result<(), IrError> {
         let g = self.g;
+        check_applies(g, c, name)?;
         let ops = g.operands(c);
         let (x, w) = (ops[0], ops[1]);
         let (xs, os) = (g.ty(x).shape.clone(), g.ty(c).shape.clone());
@@ -176,7 +171,7 @@ impl<'g> LowerState<'g> {
         let mr = tile.mr;
 
         // 1. Weights.
-        let Op::Constant(wt) = &g.node(w).op else { unreachable!("checked by eligible") };
+        let Op::Constant(wt) = &g.node(w).op else { unreachable!("checked by check_applies") };
         let m_rows = conflict_free_rows(co, tiles);
         let u = transform_weights_packed(&wt.f32_values()?, co, ci, m_rows, mr);
         let u_buf = self.add_weight(Tensor::from_f32_vec(vec![u.len()], u), &format!("{}_winograd", g.node(w).name));

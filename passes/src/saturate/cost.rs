@@ -10,7 +10,8 @@
 //! contraction loop ~3 GFLOP/s, ~12 GB/s of memory traffic for elementwise kernels, a
 //! transcendental ~10 simple ops, ~300 ns per kernel call.
 
-use super::lang::{ONode, OGraph, TNode, TyId};
+use super::lang::{GemmOp, ONode, OGraph, TNode, TyId};
+use crate::kernel_choice::{self, KernelKind};
 use egg::Id;
 use odc_ir::{BinaryOp, Op, OpFamily, UnaryOp};
 
@@ -95,6 +96,35 @@ impl CostModel {
         }
     }
 
+    /// Arithmetic (and, for Winograd, transform) cost of a contraction on GEMM-family kind
+    /// `gop.kind`, beyond reading its operands and writing its result once.
+    fn gemm_compute(&self, eg: &OGraph, gop: GemmOp, out: TyId, operand_tys: &[TyId]) -> f64 {
+        let op = eg.analysis.op(gop.op);
+        let flops = Self::flops(eg, op, out, operand_tys);
+        match gop.kind {
+            // Not calibrated separately: priced like the f32 GEMM (it only competes with the
+            // direct loop).
+            KernelKind::GemmF32 | KernelKind::Int8Dot | KernelKind::Direct => flops * self.gemm_flop_ns,
+            KernelKind::Winograd => {
+                // F(4x4,3x3): 36 products per 4x4 tile and channel pair instead of 144, two more
+                // kernels (input and output transforms) that write and read the 36 transformed
+                // matrices, and weights stored 4x larger (36 per pair, not 9). With few tiles the
+                // batched GEMM is bound by streaming those weights, not by its products (inception
+                // 6x6 maps, 320x160 channels: 0.42 ms for 7.4 MB, `odc bench --top`), so it
+                // costs the larger of the two; the operands' bytes, already counted once by the
+                // caller, are not paid twice.
+                let w = eg.analysis.ty(operand_tys[1]);
+                let (co, ci) = (w.shape[0] as f64, w.shape[1] as f64);
+                let tiles = kernel_choice::winograd_tiles(&eg.analysis.ty(out).shape) as f64;
+                let products = 2.0 * 36.0 * co * ci * tiles * self.gemm_flop_ns;
+                let weights = 36.0 * co * ci * 4.0 * self.byte_ns;
+                let transforms = 2.0 * 36.0 * tiles * (ci + co) * 4.0 * self.byte_ns;
+                let weights_read_by_caller = w.byte_len() as f64 * self.byte_ns;
+                2.0 * self.kernel_ns + transforms + products.max(weights) - weights_read_by_caller.min(weights)
+            }
+        }
+    }
+
     /// Estimated cost of e-node `node` of class `class`, excluding its operands' own costs.
     pub fn node_cost(&self, eg: &OGraph, class: Id, node: &ONode) -> f64 {
         let out = eg[class].data.ty;
@@ -109,11 +139,10 @@ impl CostModel {
                 let io: f64 = dedup(eg, args).iter().map(|&a| self.arg_bytes(eg, a)).sum::<f64>() + self.bytes(eg, out);
                 self.kernel_ns + io * self.byte_ns + self.compute(eg, op, out, &tys)
             }
-            ONode::Gemm(op, args) => {
-                let op = eg.analysis.op(*op);
+            ONode::Gemm(gop, args) => {
                 let tys: Vec<TyId> = args.iter().map(|&a| eg[a].data.ty).collect();
                 let io: f64 = args.iter().map(|&a| self.arg_bytes(eg, a)).sum::<f64>() + self.bytes(eg, out);
-                self.kernel_ns + io * self.byte_ns + Self::flops(eg, op, out, &tys) * self.gemm_flop_ns
+                self.kernel_ns + io * self.byte_ns + self.gemm_compute(eg, *gop, out, &tys)
             }
             ONode::Kernel(t, args) => {
                 let t = &eg.analysis.tpls[t.0 as usize];
@@ -126,9 +155,9 @@ impl CostModel {
                             let tys: Vec<TyId> = a.iter().map(|&x| t.tys[x as usize]).collect();
                             cost += self.compute(eg, eg.analysis.op(*op), t.tys[i], &tys);
                         }
-                        TNode::Gemm(op, a) => {
+                        TNode::Gemm(gop, a) => {
                             let tys: Vec<TyId> = a.iter().map(|&x| t.tys[x as usize]).collect();
-                            cost += Self::flops(eg, eg.analysis.op(*op), t.tys[i], &tys) * self.gemm_flop_ns;
+                            cost += self.gemm_compute(eg, *gop, t.tys[i], &tys);
                         }
                     }
                 }

@@ -18,11 +18,19 @@
 //! inlined into a contraction's operands, a window, a broadcast (`Expand`, or an elementwise
 //! operand smaller than its result) or a gather.
 
-use super::lang::{ONode, OGraph, OpId, TNode, Template, TyId};
+use super::lang::{GemmOp, ONode, OGraph, OpId, TNode, Template, TyId};
 use super::rule::{tyid, Context, NodeRule, Term, TermNode};
 use egg::Id;
 use odc_ir::{Op, OpFamily};
 use std::collections::HashMap;
+
+/// What an argument of a draft is replaced by when inlined: a primitive, or a contraction on a
+/// GEMM-family microkernel.
+#[derive(Clone, Copy, Debug)]
+enum Producer {
+    Prim(OpId),
+    Gemm(GemmOp),
+}
 
 /// At most this many compute nodes in one fused kernel.
 pub const MAX_TEMPLATE_OPS: usize = 64;
@@ -40,7 +48,7 @@ struct Draft {
 enum DNode {
     Arg(Id),
     Prim { op: OpId, args: Vec<usize>, ty: TyId, origin: Id },
-    Gemm { op: OpId, args: Vec<usize>, ty: TyId, origin: Id },
+    Gemm { op: GemmOp, args: Vec<usize>, ty: TyId, origin: Id },
 }
 
 impl Draft {
@@ -114,12 +122,15 @@ impl Draft {
     }
 
     /// Replace argument node `at` by the e-node `op(args)` of class `class`.
-    fn inline(&mut self, eg: &OGraph, at: usize, class: Id, op: OpId, args: &[Id], gemm: bool) {
+    fn inline(&mut self, eg: &OGraph, at: usize, class: Id, op: Producer, args: &[Id]) {
         let first = self.nodes.len();
         self.nodes.extend(args.iter().map(|&a| DNode::Arg(eg.find(a))));
         let args = (first..first + args.len()).collect();
         let (ty, origin) = (tyid(eg, class), class);
-        self.nodes[at] = if gemm { DNode::Gemm { op, args, ty, origin } } else { DNode::Prim { op, args, ty, origin } };
+        self.nodes[at] = match op {
+            Producer::Gemm(op) => DNode::Gemm { op, args, ty, origin },
+            Producer::Prim(op) => DNode::Prim { op, args, ty, origin },
+        };
     }
 
     /// The canonical template (post-order, holes numbered by first use, equal arguments
@@ -158,9 +169,16 @@ impl Draft {
                         at
                     }
                 }
-                DNode::Prim { op, args: a, ty, origin } | DNode::Gemm { op, args: a, ty, origin } => {
+                DNode::Prim { op, args: a, ty, origin } => {
                     let a: Vec<u16> = a.iter().map(|x| memo[x]).collect();
-                    t.nodes.push(if matches!(self.nodes[i], DNode::Gemm { .. }) { TNode::Gemm(*op, a) } else { TNode::Prim(*op, a) });
+                    t.nodes.push(TNode::Prim(*op, a));
+                    t.tys.push(*ty);
+                    t.origin.push(*origin);
+                    (t.nodes.len() - 1) as u16
+                }
+                DNode::Gemm { op, args: a, ty, origin } => {
+                    let a: Vec<u16> = a.iter().map(|x| memo[x]).collect();
+                    t.nodes.push(TNode::Gemm(*op, a));
                     t.tys.push(*ty);
                     t.origin.push(*origin);
                     (t.nodes.len() - 1) as u16
@@ -240,7 +258,7 @@ fn close(eg: &OGraph, ctx: &Context, d: &mut Draft) {
         let mut changed = false;
         for (i, c, op, args) in candidates(eg, ctx, d) {
             if ctx.single_user(eg, c) && d.size() < MAX_TEMPLATE_OPS {
-                d.inline(eg, i, c, op, &args, false);
+                d.inline(eg, i, c, Producer::Prim(op), &args);
                 changed = true;
             }
         }
@@ -280,7 +298,7 @@ impl NodeRule for FuseProducers {
                 continue;
             }
             let mut d = closed.clone();
-            d.inline(eg, i, c, op, &args, false);
+            d.inline(eg, i, c, Producer::Prim(op), &args);
             close(eg, ctx, &mut d);
             out.push(d.term(eg));
         }
@@ -315,20 +333,24 @@ impl NodeRule for FuseEpilogue {
         for i in args_in_order {
             let rs = &readers[&i];
             let DNode::Arg(c) = d.nodes[i] else { continue };
-            // The class's GEMM, or the direct loop of a contraction the GEMM generator does not
-            // take (a GEMM-eligible one gets its `Gemm` node from `GemmChoice` later; offering
-            // its direct loop first would fill the class's kernel slots) or of a reduction.
-            let producer = eg[c].nodes.iter().find_map(|n| match n {
-                ONode::Gemm(op, a) => Some((*op, a.clone(), true)),
-                ONode::Prim(op, a) => {
-                    let o = eg.analysis.op(*op);
-                    (computed_per_element(o) && !super::kernels::gemm_eligible(eg, o, c, a)).then(|| (*op, a.clone(), false))
-                }
-                _ => None,
-            });
-            let Some((op, args, is_gemm)) = producer else { continue };
+            // The class's GEMM-family alternatives, or the direct loop of a contraction no GEMM
+            // generator takes (an eligible one gets its `Gemm` nodes from `GemmChoice` later;
+            // offering its direct loop first would fill the class's kernel slots) or of a
+            // reduction.
+            let producers: Vec<(Producer, Vec<Id>)> = eg[c]
+                .nodes
+                .iter()
+                .filter_map(|n| match n {
+                    ONode::Gemm(op, a) => Some((Producer::Gemm(*op), a.clone())),
+                    ONode::Prim(op, a) => {
+                        let o = eg.analysis.op(*op);
+                        (computed_per_element(o) && super::kernels::gemm_alternatives(eg, o, c, a).is_empty()).then(|| (Producer::Prim(*op), a.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
             let shape = &eg.analysis.ty(tyid(eg, c)).shape;
-            if shape != root_shape || rs.len() != 1 {
+            if producers.is_empty() || shape != root_shape || rs.len() != 1 {
                 continue;
             }
             // The path to the root: same-shape elementwise nodes, each read once.
@@ -347,9 +369,11 @@ impl NodeRule for FuseEpilogue {
                 }
             };
             if ok {
-                let mut e = d.clone();
-                e.inline(eg, i, c, op, &args, is_gemm);
-                out.push(e.term(eg));
+                for (op, args) in producers {
+                    let mut e = d.clone();
+                    e.inline(eg, i, c, op, &args);
+                    out.push(e.term(eg));
+                }
             }
         }
         out.truncate(MAX_KERNELS_PER_CLASS - kernel_count(eg, class));

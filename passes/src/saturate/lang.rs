@@ -2,13 +2,15 @@
 //!
 //! [`ONode`] mirrors the primitive op set: every [`Op`] is a `Prim` whose attributes live in an
 //! interned table (so e-nodes stay small and hash fast), graph inputs and constants are leaves,
-//! and two node kinds exist only in the e-graph: `Gemm` (a contraction run by the packed-GEMM
-//! microkernel, a kernel choice) and `Kernel` (a fused loop nest described by a [`Template`]).
+//! and two node kinds exist only in the e-graph: `Gemm` (a contraction run by a GEMM-family
+//! microkernel of a [`KernelKind`], a kernel choice) and `Kernel` (a fused loop nest described by
+//! a [`Template`]).
 //!
 //! The analysis ([`Tables`]) gives every e-class an [`Info`]: its tensor type (interned) and, for
 //! constants, the constant's index. Merging two classes of different types is a rule bug; it is
 //! recorded in [`Tables::conflicts`] and turned into an error after the run, never a panic.
 
+use crate::kernel_choice::KernelKind;
 use egg::{Analysis, DidMerge, EGraph, Id, Language};
 use odc_ir::{Evaluator, Op, Tensor, TensorType};
 use std::collections::HashMap;
@@ -23,6 +25,13 @@ pub struct OpId(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TplId(pub u32);
 
+/// A contraction on a GEMM-family microkernel: which generator, and the contraction op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GemmOp {
+    pub kind: KernelKind,
+    pub op: OpId,
+}
+
 /// An interned tensor type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TyId(pub u32);
@@ -36,22 +45,23 @@ pub enum ONode {
     Const(u32),
     /// A primitive op over its operands.
     Prim(OpId, Vec<Id>),
-    /// A contraction (MatMul/Conv) computed by the GEMM microkernel with packed weights.
-    Gemm(OpId, Vec<Id>),
+    /// A contraction (MatMul/Conv) computed by a GEMM-family microkernel ([`GemmOp::kind`]:
+    /// f32 GEMM, int8 dot product, Winograd), weights packed at compile time.
+    Gemm(GemmOp, Vec<Id>),
     /// A fused kernel: one loop nest evaluating the template over these argument buffers.
     Kernel(TplId, Vec<Id>),
 }
 
 impl Language for ONode {
-    type Discriminant = (u8, u32);
+    type Discriminant = (u8, u32, u8);
 
     fn discriminant(&self) -> Self::Discriminant {
         match self {
-            ONode::Input(i) => (0, *i),
-            ONode::Const(c) => (1, *c),
-            ONode::Prim(o, _) => (2, o.0),
-            ONode::Gemm(o, _) => (3, o.0),
-            ONode::Kernel(t, _) => (4, t.0),
+            ONode::Input(i) => (0, *i, 0),
+            ONode::Const(c) => (1, *c, 0),
+            ONode::Prim(o, _) => (2, o.0, 0),
+            ONode::Gemm(g, _) => (3, g.op.0, g.kind as u8),
+            ONode::Kernel(t, _) => (4, t.0, 0),
         }
     }
 
@@ -80,7 +90,7 @@ impl fmt::Display for ONode {
             ONode::Input(i) => write!(f, "input{i}"),
             ONode::Const(c) => write!(f, "const{c}"),
             ONode::Prim(o, _) => write!(f, "prim{}", o.0),
-            ONode::Gemm(o, _) => write!(f, "gemm{}", o.0),
+            ONode::Gemm(g, _) => write!(f, "{}{}", g.kind, g.op.0),
             ONode::Kernel(t, _) => write!(f, "kernel{}", t.0),
         }
     }
@@ -92,9 +102,9 @@ pub enum TNode {
     /// Argument `i` of the kernel (a buffer it reads).
     Hole(u16),
     Prim(OpId, Vec<u16>),
-    /// The kernel's contraction, computed by the GEMM microkernel; the nodes above it form its
-    /// epilogue.
-    Gemm(OpId, Vec<u16>),
+    /// The kernel's contraction, computed by a GEMM-family microkernel; the nodes above it form
+    /// its epilogue.
+    Gemm(GemmOp, Vec<u16>),
 }
 
 /// The body of a fused kernel: an expression DAG in post-order, root last. `tys` is each node's
@@ -268,7 +278,7 @@ impl Analysis<ONode> for Tables<'_> {
                 let ty = TensorType::new(t.dtype, t.shape.clone());
                 Info { ty: a.intern_type(ty), konst: Some(*c) }
             }
-            ONode::Prim(op, _) | ONode::Gemm(op, _) => {
+            ONode::Prim(op, _) | ONode::Gemm(GemmOp { op, .. }, _) => {
                 let tys: Vec<TensorType> = child_tys.iter().map(|&t| a.ty(t).clone()).collect();
                 let refs: Vec<&TensorType> = tys.iter().collect();
                 let op = a.op(*op).clone();

@@ -32,7 +32,8 @@ use crate::fusion::FusionPlan;
 use cost::CostModel;
 use egg::{Id, Language, Rewrite, Runner, SimpleScheduler};
 use extract::{Extraction, Problem};
-use lang::{ONode, OGraph, TNode, Tables};
+use crate::kernel_choice::KernelKind;
+use lang::{GemmOp, ONode, OGraph, TNode, Tables};
 use odc_ir::{Evaluator, Graph, IrError, NodeId, Op, OpFamily};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -82,8 +83,9 @@ impl Default for SaturateOptions {
 pub struct KernelReport {
     /// The name of the node the kernel computes.
     pub name: String,
-    /// `gemm`, `gemm+epilogue`, `fused`, `reduce`, `elementwise`, `contraction` (direct loop),
-    /// `contraction+epilogue`, `indexing`.
+    /// A GEMM-family kernel kind (`gemm`, `int8-dot`, `winograd`), alone or with `+epilogue`;
+    /// `fused`, `reduce`, `elementwise`, `contraction` (direct loop), `contraction+epilogue`,
+    /// `indexing`.
     pub kind: String,
     /// Source nodes computed inside the kernel, in evaluation order.
     pub nodes: Vec<String>,
@@ -300,20 +302,22 @@ fn rebuild(src: &Graph, eg: &OGraph, ext: &Extraction, outputs: &[(String, Id)],
                 };
                 let (is_view, is_contraction, opname) = (op.is_view(), op.family() == OpFamily::Contraction, op.name());
                 let n = g.add(op, &args, &name).map_err(|e| e.context(&name))?;
-                // A contraction whose GEMM alternative lost runs as a direct loop.
-                if is_contraction && eg[c].nodes.iter().any(|x| matches!(x, ONode::Gemm(..))) {
-                    plan.direct.insert(n);
+                // A contraction extracted as its `Prim` runs as a direct loop, whatever GEMM
+                // alternatives its class had.
+                if is_contraction {
+                    plan.kinds.insert(n, KernelKind::Direct);
                 }
                 if !is_view {
                     report.kernels.push(KernelReport { name: name.clone(), kind: kind.into(), nodes: vec![name.clone()], ops: vec![opname], cost_ns: cost.node_cost(eg, c, node) });
                 }
                 n
             }
-            ONode::Gemm(op, _) => {
-                let op = eg.analysis.op(*op).clone();
+            ONode::Gemm(gop, _) => {
+                let op = eg.analysis.op(gop.op).clone();
                 let opname = op.name();
                 let n = g.add(op, &args, &name).map_err(|e| e.context(&name))?;
-                report.kernels.push(KernelReport { name: name.clone(), kind: "gemm".into(), nodes: vec![name.clone()], ops: vec![opname], cost_ns: cost.node_cost(eg, c, node) });
+                plan.kinds.insert(n, gop.kind);
+                report.kernels.push(KernelReport { name: name.clone(), kind: gop.kind.name().into(), nodes: vec![name.clone()], ops: vec![opname], cost_ns: cost.node_cost(eg, c, node) });
                 n
             }
             ONode::Kernel(t, _) => {
@@ -324,7 +328,7 @@ fn rebuild(src: &Graph, eg: &OGraph, ext: &Extraction, outputs: &[(String, Id)],
                 for (i, tn) in t.nodes.iter().enumerate() {
                     let id = match tn {
                         TNode::Hole(h) => args[*h as usize],
-                        TNode::Prim(op, a) | TNode::Gemm(op, a) => {
+                        TNode::Prim(op, a) | TNode::Gemm(GemmOp { op, .. }, a) => {
                             let op = eg.analysis.op(*op).clone();
                             let nm = if i == t.root() { name.clone() } else { name_of(t.origin[i]) };
                             ops.push(op.name());
@@ -336,8 +340,9 @@ fn rebuild(src: &Graph, eg: &OGraph, ext: &Extraction, outputs: &[(String, Id)],
                             if i != t.root() {
                                 plan.fused.insert(id);
                             }
-                            if matches!(tn, TNode::Gemm(..)) {
-                                gemm = Some(id);
+                            if let TNode::Gemm(gop, _) = tn {
+                                plan.kinds.insert(id, gop.kind);
+                                gemm = Some((id, gop.kind));
                             }
                             id
                         }
@@ -345,17 +350,17 @@ fn rebuild(src: &Graph, eg: &OGraph, ext: &Extraction, outputs: &[(String, Id)],
                     ids.push(id);
                 }
                 let root = ids[t.root()];
-                let kind = if let Some(c) = gemm {
+                let kind = if let Some((c, k)) = gemm {
                     plan.gemm_root.insert(root, c);
-                    "gemm+epilogue"
+                    format!("{k}+epilogue")
                 } else if t.nodes.iter().any(|n| matches!(n, TNode::Prim(o, _) if eg.analysis.op(*o).family() == OpFamily::Contraction)) {
-                    "contraction+epilogue"
+                    "contraction+epilogue".into()
                 } else if t.nodes.iter().any(|n| matches!(n, TNode::Prim(o, _) if matches!(eg.analysis.op(*o), Op::Reduce { .. }))) {
-                    "reduce"
+                    "reduce".into()
                 } else {
-                    "fused"
+                    "fused".into()
                 };
-                report.kernels.push(KernelReport { name: name.clone(), kind: kind.into(), nodes, ops, cost_ns: cost.node_cost(eg, c, node) });
+                report.kernels.push(KernelReport { name: name.clone(), kind, nodes, ops, cost_ns: cost.node_cost(eg, c, node) });
                 root
             }
         };

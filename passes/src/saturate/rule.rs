@@ -6,7 +6,7 @@
 //! (class, node) pair is rewritten at most once per rule, so expensive rules (those computing new
 //! constant weights) never repeat work across iterations.
 
-use super::lang::{ONode, OGraph, OpId, Tables, Template, TyId};
+use super::lang::{GemmOp, ONode, OGraph, Tables, Template, TyId};
 use egg::{Applier, Id, Language, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
 use odc_ir::{Op, Tensor};
 use std::collections::{HashMap, HashSet};
@@ -20,7 +20,7 @@ pub enum TermNode {
     /// A new constant.
     Const(Tensor),
     Prim(Op, Vec<usize>),
-    Gemm(OpId, Vec<usize>),
+    Gemm(GemmOp, Vec<usize>),
     Kernel(Template, Vec<usize>),
 }
 
