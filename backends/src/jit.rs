@@ -93,7 +93,7 @@ impl JitProgram {
         // SAFETY: `arena` has ARENA_ALIGN spare bytes.
         let arena_ptr = unsafe { bufs.arena.as_mut_ptr().add(pad) };
         let mut times = vec![];
-        for step in &self.prog.steps {
+        for step in self.prog.steps_in_order() {
             let args: Vec<*mut u8> = step
                 .args
                 .iter()
@@ -233,7 +233,7 @@ impl Evaluator for JitEvaluator {
     fn evaluate(&self, graph: &Graph, nodes: &[NodeId]) -> Result<Vec<Tensor>, IrError> {
         let sub = graph.extract(nodes)?;
         let target = Target::host_jit(OptLevel::None, OptLevel::None).map_err(|e| IrError::new(e.to_string()))?;
-        let prog = lower(&sub, &crate::fusion::greedy(&sub), &target.lower_options())?;
+        let prog = lower(&sub, &odc_passes::fusion::greedy(&sub), &target.lower_options())?;
         let jit = JitProgram::compile_for(prog, &target)?;
         let outs = jit.run(&[]).map_err(|e| IrError::new(format!("constant folding: {e}")))?;
         outs.into_iter()

@@ -180,6 +180,7 @@ pub fn define_program<M: Module>(m: &mut M, prog: &Program, spec: &ModuleSpec) -
     if ptr != types::I64 {
         return Err(CodegenError::Invalid("odc modules need a 64-bit target".into()));
     }
+    prog.check_order().map_err(|e| CodegenError::Invalid(e.to_string()))?;
     let call_conv = m.target_config().default_call_conv;
     let opts = spec.target.codegen;
     let p = &spec.prefix;
@@ -458,7 +459,7 @@ fn define_run<M: Module>(
                 data_ptrs[side].push(data);
             }
         }
-        // The kernels, in order.
+        // The kernels, in the program's run order (checked in `define_program`).
         let pb = 8i32;
         let max_args = prog.steps.iter().map(|s| s.args.len()).max().unwrap_or(0).max(1);
         let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, max_args as u32 * pb as u32, 3));
@@ -468,7 +469,7 @@ fn define_run<M: Module>(
         }
         pf_sig.returns.push(AbiParam::new(types::I32));
         let pf_sigref = b.import_signature(pf_sig);
-        for step in &prog.steps {
+        for step in prog.steps_in_order() {
             for (s, &buf) in step.args.iter().enumerate() {
                 let v = match prog.buffers[buf].kind {
                     BufferKind::Input(j) => data_ptrs[0][j],
@@ -534,7 +535,7 @@ mod tests {
             .enumerate()
             .map(|(w, &n)| Tensor::from_f32(vec![n], &(0..n).map(|i| (i * 31 + w * 7) as f32).collect::<Vec<_>>()))
             .collect();
-        Program { kernels: vec![], buffers: vec![], steps: vec![], weights, inputs: vec![], outputs: vec![], arena_size: 0 }
+        Program { weights, ..Program::default() }
     }
 
     /// The blob assembled range by range, written weight by weight and fingerprinted from its

@@ -32,7 +32,7 @@ fn check(m: usize, k: usize, n: usize, const_b: bool, epilogue: bool) {
         c = g.add(Op::Binary(BinaryOp::Max), &[s, zx], "relu").unwrap();
     }
     g.set_output("c", c);
-    let plan = odc_backends::fusion::greedy(&g);
+    let plan = odc_passes::fusion::greedy(&g);
     let prog = lower(&g, &plan, &LowerOptions::default()).unwrap();
     assert_eq!(prog.kernels.len(), 1, "one GEMM kernel with its epilogue");
     let jit = JitProgram::compile(prog, OptLevel::Speed).unwrap();

@@ -28,7 +28,7 @@ fn run(g: &Graph, inputs: &[Vec<f32>]) -> Vec<f32> {
 
 fn run_with(g: &Graph, inputs: &[Vec<f32>], fuse: bool) -> Vec<f32> {
     g.verify().unwrap();
-    let plan = if fuse { odc_backends::fusion::greedy(g) } else { odc_backends::FusionPlan::none(g) };
+    let plan = if fuse { odc_passes::fusion::greedy(g) } else { odc_backends::FusionPlan::none(g) };
     let prog = lower(g, &plan, &odc_backends::LowerOptions::default()).unwrap();
     let jit = JitProgram::compile(prog, OptLevel::Speed).unwrap();
     let bytes: Vec<Vec<u8>> = inputs.iter().map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
@@ -324,7 +324,7 @@ fn winograd_is_used_for_eligible_convolutions() {
     let wt = g.constant(Tensor::from_f32(vec![16, 16, 3, 3], &data(16 * 16 * 9, 1)), "w");
     let y = g.add(Op::Conv(Conv { strides: vec![1, 1], dilations: vec![1, 1], groups: 1 }), &[x, wt], "conv").unwrap();
     g.set_output("y", y);
-    let prog = lower(&g, &odc_backends::fusion::greedy(&g), &odc_backends::LowerOptions::default()).unwrap();
+    let prog = lower(&g, &odc_passes::fusion::greedy(&g), &odc_backends::LowerOptions::default()).unwrap();
     let names: Vec<&str> = prog.kernels.iter().map(|k| k.name.as_str()).collect();
     assert!(names.iter().any(|n| n.ends_with("winograd_gemm")), "{names:?}");
 }
@@ -360,7 +360,7 @@ proptest! {
         let s = g.constant(Tensor::from_f32(vec![], &[0.5]), "scale");
         let y = g.add(Op::Binary(BinaryOp::Mul), &[pf, s], "y").unwrap();
         g.set_output("y", y);
-        let plan = odc_backends::fusion::greedy(&g);
+        let plan = odc_passes::fusion::greedy(&g);
         let prog = lower(&g, &plan, &odc_backends::LowerOptions::default()).unwrap();
         prop_assert!(prog.kernels.iter().any(|k| matches!(&k.body, odc_backends::kernel::Body::Gemm(gm) if gm.elem != odc_backends::kernel::GemmElem::F32)));
         let jit = JitProgram::compile(prog, OptLevel::Speed).unwrap();

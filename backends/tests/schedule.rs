@@ -28,7 +28,7 @@ fn affine_graph(shape: &[usize]) -> Graph {
 fn short_outer_loops_are_flattened_into_the_parallel_loop() {
     let shape = [3, 300, 300];
     let g = affine_graph(&shape);
-    let prog = lower(&g, &odc_backends::fusion::greedy(&g), &LowerOptions::default()).unwrap();
+    let prog = lower(&g, &odc_passes::fusion::greedy(&g), &LowerOptions::default()).unwrap();
     assert_eq!(prog.kernels.len(), 1);
     let s = prog.kernels[0].schedule;
     assert_eq!(s.parallel, Parallel::Outer { loops: 2 }, "3 channels alone would idle a thread");
@@ -65,7 +65,7 @@ fn gemm_schedule(m: usize, k: usize, n: usize, machine: Machine) -> (GemmTile, P
     let w = g.constant(Tensor::from_f32(vec![k, n], &vec![0.5; k * n]), "w");
     let y = g.add(Op::MatMul, &[a, w], "y").unwrap();
     g.set_output("y", y);
-    let prog = lower(&g, &odc_backends::fusion::greedy(&g), &LowerOptions { machine, gemm_tile: None }).unwrap();
+    let prog = lower(&g, &odc_passes::fusion::greedy(&g), &LowerOptions { machine, gemm_tile: None }).unwrap();
     let k = prog.kernels.iter().find(|k| k.schedule.tile.is_some()).expect("a GEMM kernel");
     (k.gemm_tile(), k.schedule.parallel, k.outer_extent())
 }

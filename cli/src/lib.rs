@@ -13,7 +13,7 @@ pub mod npy;
 
 use odc_backends::aot::{self, AotOptions, WeightsPlacement};
 use odc_backends::target::TargetSpec;
-use odc_backends::fusion::{self, FusionPlan};
+use odc_passes::fusion::{self, FusionPlan};
 use odc_backends::{bindings, lower, CodegenError, JitEvaluator, JitProgram, OptLevel, Program, Target, TargetError};
 use std::path::PathBuf;
 use odc_frontend::onnx::{self, ImportOptions};
@@ -193,6 +193,13 @@ pub fn plan(g: &Graph, opts: &CompileOptions, target: &Target, timings: &mut Tim
 pub fn saturate(g: &Graph, timings: &mut Timings) -> Result<odc_passes::saturate::Saturated, Error> {
     let s = odc_passes::saturate::optimize(g, Some(&JitEvaluator), &odc_passes::saturate::SaturateOptions::default())?;
     let r = &s.report;
+    if r.time_limited {
+        eprintln!(
+            "warning: equality saturation stopped at its {} s safety time limit ({}); the compiled program may differ between runs",
+            odc_passes::saturate::SaturateOptions::default().time_limit.as_secs(),
+            r.stop_reason
+        );
+    }
     timings.stages.push(("saturation", Duration::from_secs_f64(r.saturation_ms / 1e3)));
     timings.stages.push(("extraction", Duration::from_secs_f64(r.extraction_ms / 1e3)));
     dump("saturate", &s.graph);

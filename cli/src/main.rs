@@ -359,6 +359,7 @@ fn inspect_fusion(m: &ModelArgs, json: bool) -> Result<()> {
             "eclasses": r.eclasses,
             "iterations": r.iterations,
             "stop_reason": r.stop_reason,
+            "time_limited": r.time_limited,
             "rules_applied": applied,
             "estimated_cost_ns": r.cost_ns,
             "tree_extraction_cost_ns": r.tree_cost_ns,
@@ -449,7 +450,7 @@ fn bench(m: &ModelArgs, threads: usize, inputs: &[String], runs: usize, warmup: 
     let mut flops: HashMap<String, f64> = HashMap::new();
     let mut total = 0.0;
     for _ in 0..reps {
-        for (step, t) in prog.steps.iter().zip(jit.profile(&refs, &mut bufs)?) {
+        for (step, t) in prog.steps_in_order().zip(jit.profile(&refs, &mut bufs)?) {
             let k = &prog.kernels[step.kernel];
             *per.entry(k.name.clone()).or_default() += t * 1e3 / reps as f64;
             if let Some((m, n, kk, b)) = k.gemm_shape() {

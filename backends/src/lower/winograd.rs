@@ -14,7 +14,9 @@
 //! The transforms are straight-line sums with constant coefficients (zeros skipped, ±1 as
 //! adds), so they cost a few adds per element next to the GEMM's `2 * Co` flops.
 
-use super::{BufferKind, KernelLowering, LowerState};
+use super::emit::KernelLowering;
+use super::program::BufferKind;
+use super::LowerState;
 use crate::kernel::{Body, Gemm, GemmElem, GemmOperand, KernelBuilder, Store, E};
 use odc_ir::{DType, Graph, IrError, NodeId, Op, PadMode, Scalar, Tensor, TensorType};
 

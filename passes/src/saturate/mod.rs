@@ -10,7 +10,8 @@
 //! [`simplify`] (identities, constant folding, view cancellation, constant reassociation),
 //! [`layout`] (transpose sinking, scale and BatchNorm folding into weights), [`kernels`] (GEMM
 //! microkernel vs direct loop) and [`fuse`] (elementwise producers into their readers, GEMM
-//! epilogues). Each phase is an egg `Runner` with node, iteration and time limits and the
+//! epilogues). Each phase is an egg `Runner` with iteration and node limits (the normal stop,
+//! so compilation is deterministic), a wall-clock limit only as a safety net, and the
 //! `SimpleScheduler`: fusion rules legitimately match every class in every iteration, which the
 //! default backoff scheduler would punish by banning them.
 //!
@@ -60,6 +61,9 @@ pub struct SaturateOptions {
     /// Iterations of the simplify/layout phase and of the fusion phase.
     pub simplify_iters: usize,
     pub fusion_iters: usize,
+    /// A safety net only: the iteration and node limits are the normal stop, so the same graph
+    /// gives the same program however busy the machine is. Hitting this is reported
+    /// ([`Report::time_limited`]) because the result then depends on the machine's speed.
     pub time_limit: Duration,
     pub cost: CostModel,
 }
@@ -72,7 +76,7 @@ impl Default for SaturateOptions {
             node_limit: 200_000,
             simplify_iters: 10,
             fusion_iters: 40,
-            time_limit: Duration::from_secs(5),
+            time_limit: Duration::from_secs(60),
             cost: CostModel::default(),
         }
     }
@@ -104,6 +108,8 @@ pub struct Report {
     pub eclasses: usize,
     /// Why each phase stopped.
     pub stop_reason: String,
+    /// A phase stopped at the wall-clock safety limit instead of its iteration or node limit.
+    pub time_limited: bool,
     pub iterations: usize,
     /// Rule name → times applied.
     pub applied: Vec<(String, usize)>,
@@ -239,7 +245,9 @@ pub fn saturate<'e>(g: &Graph, eval: Option<&'e dyn Evaluator>, opts: &SaturateO
                 *applied.entry(name.to_string()).or_default() += n;
             }
         }
-        reasons.push(format!("phase {phase}: {:?}", runner.stop_reason.clone().expect("the runner ran")));
+        let reason = runner.stop_reason.clone().expect("the runner ran");
+        report.time_limited |= matches!(reason, egg::StopReason::TimeLimit(_));
+        reasons.push(format!("phase {phase}: {reason:?}"));
         eg = runner.egraph;
     }
     if let Some(c) = eg.analysis.conflicts.first() {
