@@ -3,26 +3,24 @@
 //! Also implements [`odc_ir::Evaluator`], so constant folding runs exactly the code inference
 //! would run.
 
-use crate::lower::{lower, IoSpec, Program, ARENA_ALIGN};
-use crate::module::{define_program, ModuleSpec, WeightsMode};
-use core::ffi::c_void;
-use odc_runtime::abi::{self, KernelFn, OdcContext, OdcTensor};
-use odc_runtime::ThreadPool;
 use crate::error::CodegenError;
+use crate::lower::{lower, IoSpec, Program};
+use crate::module::{define_program, ModuleSpec, WeightsMode};
 pub use crate::target::OptLevel;
 use crate::target::Target;
 use cranelift_jit::{JITBuilder, JITModule};
 use odc_ir::{Bytes, Evaluator, Graph, IrError, NodeId, Tensor};
+use odc_runtime::abi::KernelFn;
+use odc_runtime::call::{Arena, EntryPoint, RunFn, TensorInfo};
+pub use odc_runtime::RunError;
+use odc_runtime::ThreadPool;
 
-type AbiRunFn = unsafe extern "C" fn(*const OdcContext, *const OdcTensor, u32, *mut OdcTensor, u32, *mut c_void, u64) -> i32;
-
-/// A compiled program ready to run in this process, through the same ABI entry point as an
-/// AOT module.
+/// A compiled program ready to run in this process, through the same ABI entry point and the
+/// same call path ([`odc_runtime::call`]) as a loaded AOT module.
 pub struct JitProgram {
     module: Option<JITModule>,
-    run: AbiRunFn,
+    entry: EntryPoint,
     prog: Program,
-    shapes: Vec<Vec<i64>>,
     pool: Option<ThreadPool>,
     kernels: Vec<KernelFn>,
 }
@@ -34,20 +32,8 @@ unsafe impl Sync for JitProgram {}
 /// Reusable output buffers and arena for [`JitProgram::run_into`].
 pub struct RunBuffers {
     pub outputs: Vec<Vec<u8>>,
-    arena: Vec<u8>,
+    arena: Arena,
 }
-
-/// A run-time error from generated code or bad arguments.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunError(pub String);
-
-impl std::fmt::Display for RunError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for RunError {}
 
 impl JitProgram {
     /// Compile `prog` (lowered for [`Target::host_jit`]) for this process.
@@ -70,16 +56,19 @@ impl JitProgram {
         let emitted = define_program(&mut module, &prog, &spec)?;
         module.finalize_definitions().map_err(|e| CodegenError::Cranelift(format!("JIT finalisation failed: {e}")))?;
         let code = module.get_finalized_function(emitted.run);
-        // SAFETY: `run` was defined with exactly the ABI signature by `define_program`.
-        let run: AbiRunFn = unsafe { std::mem::transmute::<*const u8, AbiRunFn>(code) };
-        let shapes = prog.inputs.iter().chain(&prog.outputs).map(|t| t.shape.iter().map(|&d| d as i64).collect()).collect();
+        let describe = |ios: &[IoSpec]| ios.iter().map(|t| TensorInfo::new(t.name.clone(), t.dtype.abi_code(), t.shape.clone())).collect();
+        // SAFETY: `run` was defined with exactly the ABI signature by `define_program`, for
+        // these inputs, outputs and arena, and lives in `module`, which `self` frees last.
+        let entry = unsafe {
+            EntryPoint::new(std::mem::transmute::<*const u8, RunFn>(code), describe(&prog.inputs), describe(&prog.outputs), prog.arena_size)
+        };
         let kernels = emitted
             .kernels
             .iter()
             // SAFETY: every kernel was defined with the kernel signature.
             .map(|&k| unsafe { std::mem::transmute::<*const u8, KernelFn>(module.get_finalized_function(k)) })
             .collect();
-        Ok(JitProgram { module: Some(module), run, prog, shapes, pool: None, kernels })
+        Ok(JitProgram { module: Some(module), entry, prog, pool: None, kernels })
     }
 
     /// Run once kernel by kernel in `bufs`, timing each (for `odc bench`). Returns seconds per
@@ -88,10 +77,12 @@ impl JitProgram {
     /// showed 1.9 ms instead of 1.0).
     pub fn profile(&self, inputs: &[&[u8]], bufs: &mut RunBuffers) -> Result<Vec<f64>, RunError> {
         use crate::lower::BufferKind;
+        {
+            let outs: Vec<&mut [u8]> = bufs.outputs.iter_mut().map(|o| o.as_mut_slice()).collect();
+            self.entry.check(inputs, &outs)?;
+        }
         let outputs = &mut bufs.outputs;
-        let pad = bufs.arena.as_ptr().align_offset(ARENA_ALIGN);
-        // SAFETY: `arena` has ARENA_ALIGN spare bytes.
-        let arena_ptr = unsafe { bufs.arena.as_mut_ptr().add(pad) };
+        let arena_ptr = bufs.arena.as_mut_ptr();
         let mut times = vec![];
         for step in self.prog.steps_in_order() {
             let args: Vec<*mut u8> = step
@@ -117,8 +108,8 @@ impl JitProgram {
                 }
             };
             times.push(t.elapsed().as_secs_f64());
-            if st != 0 {
-                return Err(RunError(format!("kernel {} returned status {st}", k.name)));
+            if let Some(e) = RunError::from_status(st) {
+                return Err(e);
             }
         }
         Ok(times)
@@ -145,7 +136,7 @@ impl JitProgram {
     pub fn buffers(&self) -> RunBuffers {
         RunBuffers {
             outputs: self.prog.outputs.iter().map(|o| vec![0u8; o.dtype.byte_len(o.shape.iter().product())]).collect(),
-            arena: vec![0u8; self.prog.arena_size + ARENA_ALIGN],
+            arena: self.entry.arena(),
         }
     }
 
@@ -156,62 +147,12 @@ impl JitProgram {
         Ok(bufs.outputs)
     }
 
-    /// Run into preallocated buffers (no allocation).
+    /// Run into preallocated buffers (no buffer allocation).
     pub fn run_into(&self, inputs: &[&[u8]], bufs: &mut RunBuffers) -> Result<(), RunError> {
-        if inputs.len() != self.prog.inputs.len() {
-            return Err(RunError(format!("expected {} inputs, got {}", self.prog.inputs.len(), inputs.len())));
-        }
-        for (spec, data) in self.prog.inputs.iter().zip(inputs) {
-            let want = spec.dtype.byte_len(spec.shape.iter().product());
-            if data.len() != want {
-                return Err(RunError(format!(
-                    "input '{}' ({} {:?}) needs {want} bytes, got {}",
-                    spec.name,
-                    spec.dtype,
-                    spec.shape,
-                    data.len()
-                )));
-            }
-        }
-        let pad = bufs.arena.as_ptr().align_offset(ARENA_ALIGN);
-        // SAFETY: `arena` has ARENA_ALIGN spare bytes.
-        let arena_ptr = unsafe { bufs.arena.as_mut_ptr().add(pad) };
-        let ni = inputs.len();
-        let tensor = |i: usize, spec: &IoSpec, data: *mut u8, len: usize| OdcTensor {
-            data: data as *mut c_void,
-            shape: self.shapes[i].as_ptr(),
-            size_bytes: len as u64,
-            rank: spec.shape.len() as u32,
-            dtype: spec.dtype.abi_code(),
-        };
-        let ins: Vec<OdcTensor> =
-            inputs.iter().zip(&self.prog.inputs).enumerate().map(|(i, (d, s))| tensor(i, s, d.as_ptr() as *mut u8, d.len())).collect();
-        let mut outs: Vec<OdcTensor> = bufs
-            .outputs
-            .iter_mut()
-            .zip(&self.prog.outputs)
-            .enumerate()
-            .map(|(i, (d, s))| tensor(ni + i, s, d.as_mut_ptr(), d.len()))
-            .collect();
-        let ctx = self.pool.as_ref().map(|p| OdcContext {
-            abi_version: abi::ABI_VERSION,
-            num_threads: p.threads() as u32,
-            weights: std::ptr::null(),
-            parallel_for: Some(odc_runtime::pool::parallel_for_callback),
-            parallel_user: p as *const ThreadPool as *mut c_void,
-        });
-        let ctx_ptr = ctx.as_ref().map(|c| c as *const OdcContext).unwrap_or(std::ptr::null());
-        // SAFETY: every pointer refers to a buffer of the size the program was compiled for.
-        let status = unsafe {
-            (self.run)(ctx_ptr, ins.as_ptr(), ins.len() as u32, outs.as_mut_ptr(), outs.len() as u32, arena_ptr as *mut c_void, self.prog.arena_size as u64)
-        };
-        match abi::Status::from_code(status) {
-            Some(abi::Status::Ok) => Ok(()),
-            Some(s) => Err(RunError(s.message().to_string())),
-            None => Err(RunError(format!("generated code returned status {status}"))),
-        }
+        let mut outs: Vec<&mut [u8]> = bufs.outputs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        // JIT code addresses its weights absolutely: no weights base.
+        self.entry.call(inputs, &mut outs, &mut bufs.arena, std::ptr::null(), self.pool.as_ref())
     }
-
 }
 
 impl Drop for JitProgram {

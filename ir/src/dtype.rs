@@ -4,6 +4,7 @@
 //! *compute types* (see [`DType::compute_type`]): the narrow floats (f16, bf16, the float8 and float4
 //! formats) compute in f32, the packed sub-byte integers in i8/u8. Backends convert on load and store.
 
+use odc_runtime::abi::{self, DTypeCode};
 use std::fmt;
 
 /// An element type.
@@ -140,38 +141,20 @@ impl DType {
         DType::ALL.into_iter().find(|d| d.name() == s)
     }
 
-    /// A stable numeric code used in the module ABI (matches the ONNX TensorProto numbering).
+    /// Its entry in the ABI's dtype table ([`odc_runtime::abi::DTYPE_CODES`], the ONNX
+    /// `TensorProto.DataType` numbering): code and storage width.
+    pub fn abi(self) -> &'static DTypeCode {
+        abi::dtype_named(self.name()).expect("every DType has an ABI table entry (tested below)")
+    }
+
+    /// The stable numeric code used in the module ABI and by ONNX.
     pub fn abi_code(self) -> u32 {
-        match self {
-            F32 => 1,
-            U8 => 2,
-            I8 => 3,
-            U16 => 4,
-            I16 => 5,
-            I32 => 6,
-            I64 => 7,
-            Bool => 9,
-            F16 => 10,
-            F64 => 11,
-            U32 => 12,
-            U64 => 13,
-            BF16 => 16,
-            F8E4M3FN => 17,
-            F8E4M3FNUZ => 18,
-            F8E5M2 => 19,
-            F8E5M2FNUZ => 20,
-            U4 => 21,
-            I4 => 22,
-            F4E2M1 => 23,
-            F8E8M0 => 24,
-            U2 => 25,
-            I2 => 26,
-        }
+        self.abi().code
     }
 
     /// Inverse of [`DType::abi_code`].
     pub fn from_abi_code(code: u32) -> Option<DType> {
-        DType::ALL.into_iter().find(|d| d.abi_code() == code)
+        abi::dtype_code(code).and_then(|d| DType::from_name(d.name))
     }
 }
 
@@ -220,5 +203,22 @@ impl fmt::Display for Scalar {
             Scalar::I64(v) => write!(f, "{v}"),
             Scalar::U64(v) => write!(f, "{v}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_dtype_is_in_the_abi_table_once_with_its_width() {
+        for d in DType::ALL {
+            assert_eq!(d.abi().bits as usize, d.bits(), "{d}");
+            assert_eq!(DType::from_abi_code(d.abi_code()), Some(d));
+        }
+        assert_eq!(abi::DTYPE_CODES.len(), DType::ALL.len());
+        assert_eq!(DType::F32.abi_code(), 1);
+        assert_eq!(DType::BF16.abi_code(), 16);
+        assert_eq!(DType::from_abi_code(8), None, "8 is ONNX's string type");
     }
 }

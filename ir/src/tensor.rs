@@ -202,6 +202,70 @@ impl Tensor {
         })
     }
 
+    /// Every element as f64, for every dtype: the float8/float4 formats decoded per their
+    /// definitions (NaN encodings → NaN, e5m2 infinities), packed integers unpacked low bits
+    /// first. For comparing and printing values; compile-time folding uses [`Tensor::get_f64`].
+    pub fn decoded_f64(&self) -> Vec<f64> {
+        let b = self.bytes();
+        let nib = |i: usize, bits: usize| -> u32 {
+            let per = 8 / bits;
+            ((b[i / per] >> ((i % per) * bits)) & ((1 << bits) - 1) as u8) as u32
+        };
+        (0..self.num_elements())
+            .map(|i| match self.dtype {
+                DType::F8E4M3FN => {
+                    let x = b[i] as u32;
+                    if x & 0x7f == 0x7f {
+                        f64::NAN
+                    } else {
+                        small_float(x, 4, 3, 7)
+                    }
+                }
+                DType::F8E4M3FNUZ => {
+                    let x = b[i] as u32;
+                    if x == 0x80 {
+                        f64::NAN
+                    } else {
+                        small_float(x, 4, 3, 8)
+                    }
+                }
+                DType::F8E5M2 => {
+                    let x = b[i] as u32;
+                    if (x >> 2) & 0x1f == 0x1f {
+                        match (x & 3, x & 0x80 != 0) {
+                            (0, true) => f64::NEG_INFINITY,
+                            (0, false) => f64::INFINITY,
+                            _ => f64::NAN,
+                        }
+                    } else {
+                        small_float(x, 5, 2, 15)
+                    }
+                }
+                DType::F8E5M2FNUZ => {
+                    let x = b[i] as u32;
+                    if x == 0x80 {
+                        f64::NAN
+                    } else {
+                        small_float(x, 5, 2, 16)
+                    }
+                }
+                DType::F8E8M0 => {
+                    if b[i] == 0xff {
+                        f64::NAN
+                    } else {
+                        2f64.powi(b[i] as i32 - 127)
+                    }
+                }
+                DType::F4E2M1 => small_float(nib(i, 4), 2, 1, 1),
+                DType::I4 => ((nib(i, 4) as i32) << 28 >> 28) as f64,
+                DType::U4 => nib(i, 4) as f64,
+                DType::I2 => ((nib(i, 2) as i32) << 30 >> 30) as f64,
+                DType::U2 => nib(i, 2) as f64,
+                _ => self.get_f64(i).unwrap_or(f64::NAN),
+            })
+            .collect()
+    }
+
     /// Element `i` as i64 (exact for integer types; floats truncate).
     pub fn get_i64(&self, i: usize) -> Result<i64, IrError> {
         let b = self.bytes();
@@ -239,5 +303,41 @@ impl Tensor {
         let w = self.dtype.bits() / 8;
         let b = self.bytes();
         b.len() <= w || b.chunks_exact(w).all(|c| c == &b[..w])
+    }
+}
+
+/// A sign/exponent/mantissa float of `e_bits`+`m_bits` bits with `bias`, subnormals included.
+fn small_float(bits: u32, e_bits: u32, m_bits: u32, bias: i32) -> f64 {
+    let sign = if bits >> (e_bits + m_bits) & 1 == 1 { -1.0 } else { 1.0 };
+    let e = (bits >> m_bits) & ((1 << e_bits) - 1);
+    let m = bits & ((1 << m_bits) - 1);
+    let v = if e == 0 {
+        m as f64 * 2f64.powi(1 - bias - m_bits as i32)
+    } else {
+        (1.0 + m as f64 / (1u32 << m_bits) as f64) * 2f64.powi(e as i32 - bias)
+    };
+    sign * v
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+
+    fn t(dtype: DType, n: usize, bytes: &[u8]) -> Tensor {
+        Tensor::new(dtype, vec![n], Bytes::from_vec(bytes.to_vec())).unwrap()
+    }
+
+    #[test]
+    fn narrow_floats_and_packed_ints_decode_per_their_definitions() {
+        let e4 = t(DType::F8E4M3FN, 4, &[0x38, 0xb8, 0x7f, 0x01]).decoded_f64();
+        assert_eq!(&e4[..2], &[1.0, -1.0]);
+        assert!(e4[2].is_nan());
+        assert_eq!(e4[3], 2f64.powi(-9), "smallest e4m3fn subnormal");
+        let e5 = t(DType::F8E5M2, 3, &[0x3c, 0x7c, 0xfc]).decoded_f64();
+        assert_eq!(e5, vec![1.0, f64::INFINITY, f64::NEG_INFINITY]);
+        assert_eq!(t(DType::F4E2M1, 2, &[0x72]).decoded_f64(), vec![1.0, 6.0]);
+        assert_eq!(t(DType::I4, 2, &[0xf7]).decoded_f64(), vec![7.0, -1.0]);
+        assert_eq!(t(DType::U2, 4, &[0b11_10_01_00]).decoded_f64(), vec![0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(t(DType::F32, 1, &1.5f32.to_le_bytes()).decoded_f64(), vec![1.5]);
     }
 }

@@ -86,6 +86,58 @@ pub struct OdcModuleDesc {
     pub weights_fingerprint: u64,
 }
 
+/// One element type of the ABI: its code (the ONNX `TensorProto.DataType` numbering), the name
+/// odc prints for it, and its storage width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DTypeCode {
+    pub code: u32,
+    pub name: &'static str,
+    /// Bits per element; sub-byte types are packed, low bits first.
+    pub bits: u32,
+}
+
+const fn dt(code: u32, name: &'static str, bits: u32) -> DTypeCode {
+    DTypeCode { code, name, bits }
+}
+
+/// Every element type a tensor crossing the ABI can have: the one table of dtype codes (the
+/// compiler's `DType`, the loader, the generated headers and the ONNX importer all read it).
+pub const DTYPE_CODES: [DTypeCode; 23] = [
+    dt(1, "f32", 32),
+    dt(2, "u8", 8),
+    dt(3, "i8", 8),
+    dt(4, "u16", 16),
+    dt(5, "i16", 16),
+    dt(6, "i32", 32),
+    dt(7, "i64", 64),
+    dt(9, "bool", 8),
+    dt(10, "f16", 16),
+    dt(11, "f64", 64),
+    dt(12, "u32", 32),
+    dt(13, "u64", 64),
+    dt(16, "bf16", 16),
+    dt(17, "f8e4m3fn", 8),
+    dt(18, "f8e4m3fnuz", 8),
+    dt(19, "f8e5m2", 8),
+    dt(20, "f8e5m2fnuz", 8),
+    dt(21, "u4", 4),
+    dt(22, "i4", 4),
+    dt(23, "f4e2m1", 4),
+    dt(24, "f8e8m0", 8),
+    dt(25, "u2", 2),
+    dt(26, "i2", 2),
+];
+
+/// The table entry of an ABI dtype code.
+pub fn dtype_code(code: u32) -> Option<&'static DTypeCode> {
+    DTYPE_CODES.iter().find(|d| d.code == code)
+}
+
+/// The table entry of a dtype name as odc prints it (`"f32"`, `"bf16"`, ...).
+pub fn dtype_named(name: &str) -> Option<&'static DTypeCode> {
+    DTYPE_CODES.iter().find(|d| d.name == name)
+}
+
 /// Status codes returned by `run`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(i32)]

@@ -2,7 +2,8 @@
 //!
 //! Owns: the module ABI ([`abi`]: the `#[repr(C)]` structures, status codes and layout that
 //! generated code and every host share), and, with the `std` feature, a [`loader`] for shared
-//! modules (`dlopen`, magic and ABI-version checks, external weights, input validation) and the
+//! modules (`dlopen`, magic and ABI-version checks, external weights), the one [`call`] path into
+//! a module's `run` (input validation, context, status mapping) and the
 //! [`pool::ThreadPool`] behind the modules' parallel-loop callback.
 //!
 //! Must not: contain math kernels (every kernel is generated code) or depend on any compiler
@@ -12,12 +13,16 @@
 
 pub mod abi;
 #[cfg(feature = "std")]
+pub mod call;
+#[cfg(feature = "std")]
 pub mod loader;
 #[cfg(feature = "std")]
 pub mod pool;
 
 pub use abi::Status;
 #[cfg(feature = "std")]
-pub use loader::{LoadError, Module, ModuleInfo, RunError, TensorInfo};
+pub use call::{Arena, EntryPoint, RunError, TensorInfo};
+#[cfg(feature = "std")]
+pub use loader::{LoadError, Module, ModuleInfo};
 #[cfg(feature = "std")]
 pub use pool::ThreadPool;

@@ -3,16 +3,17 @@
 //! [`Module::load`] opens the library, finds `<prefix>_describe`/`_run`/`_arena_size`, checks the
 //! magic and ABI version, maps the external weights file if the module has one (checking its size
 //! and fingerprint), and allocates the arena once. [`Module::run`] validates inputs against the
-//! description before calling into generated code, which checks them again.
+//! description (through [`crate::call`], the path the JIT takes too) before calling into generated
+//! code, which checks them again.
 
-use crate::abi::{self, OdcContext, OdcModuleDesc, OdcTensor, OdcTensorDesc, Status};
-use crate::pool::{parallel_for_callback, ThreadPool};
-use core::ffi::{c_char, c_void, CStr};
+use crate::abi::{self, OdcModuleDesc, OdcTensorDesc};
+use crate::call::{Arena, EntryPoint, RunError, RunFn, TensorInfo};
+use crate::pool::ThreadPool;
+use core::ffi::{c_char, CStr};
 use libloading::Library;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-type RunFn = unsafe extern "C" fn(*const OdcContext, *const OdcTensor, u32, *mut OdcTensor, u32, *mut c_void, u64) -> i32;
 type DescribeFn = unsafe extern "C" fn() -> *const OdcModuleDesc;
 
 /// Why a module could not be loaded.
@@ -50,40 +51,6 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
-/// Why a run failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RunError {
-    /// The arguments do not match the module (with a precise message).
-    Arguments(String),
-    /// Generated code returned a non-zero status.
-    Status(Status),
-    /// Generated code returned a status this runtime does not know.
-    Unknown(i32),
-}
-
-impl fmt::Display for RunError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RunError::Arguments(m) => f.write_str(m),
-            RunError::Status(s) => f.write_str(s.message()),
-            RunError::Unknown(c) => write!(f, "module returned unknown status {c}"),
-        }
-    }
-}
-
-impl std::error::Error for RunError {}
-
-/// A model input or output as described by the module.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TensorInfo {
-    pub name: String,
-    /// ONNX `TensorProto.DataType` code.
-    pub dtype: u32,
-    pub shape: Vec<usize>,
-    /// Bytes of a dense buffer of this tensor.
-    pub byte_len: usize,
-}
-
 /// What a module says about itself.
 #[derive(Clone, Debug)]
 pub struct ModuleInfo {
@@ -93,19 +60,6 @@ pub struct ModuleInfo {
     pub outputs: Vec<TensorInfo>,
     pub arena_size: usize,
     pub weights_file: Option<String>,
-}
-
-/// Bits per element of an ONNX dtype code (0 if unknown).
-pub fn dtype_bits(code: u32) -> usize {
-    match code {
-        1 | 6 | 12 => 32,
-        2 | 3 | 9 | 17 | 18 | 19 | 20 | 24 => 8,
-        4 | 5 | 10 | 16 => 16,
-        7 | 11 | 13 => 64,
-        21 | 22 | 23 => 4,
-        25 | 26 => 2,
-        _ => 0,
-    }
 }
 
 unsafe fn cstr(p: *const c_char) -> String {
@@ -122,13 +76,7 @@ unsafe fn tensor_infos(p: *const OdcTensorDesc, n: u32) -> Vec<TensorInfo> {
             // SAFETY: the descriptor array has `n` entries.
             let d = unsafe { &*p.add(i) };
             let shape: Vec<usize> = (0..d.rank as usize).map(|k| unsafe { *d.shape.add(k) } as usize).collect();
-            let elems: usize = shape.iter().product();
-            TensorInfo {
-                name: unsafe { cstr(d.name) },
-                dtype: d.dtype,
-                byte_len: (elems * dtype_bits(d.dtype)).div_ceil(8),
-                shape,
-            }
+            TensorInfo::new(unsafe { cstr(d.name) }, d.dtype, shape)
         })
         .collect()
 }
@@ -136,12 +84,11 @@ unsafe fn tensor_infos(p: *const OdcTensorDesc, n: u32) -> Vec<TensorInfo> {
 /// A loaded module, ready to run.
 pub struct Module {
     _lib: Library,
-    run_fn: RunFn,
+    entry: EntryPoint,
     info: ModuleInfo,
-    arena: Vec<u64>,
+    arena: Arena,
     weights: Option<memmap2::Mmap>,
     pool: Option<Box<ThreadPool>>,
-    shapes: Vec<Vec<i64>>,
 }
 
 impl Module {
@@ -205,9 +152,10 @@ impl Module {
                 Some(map)
             }
         };
-        let arena = vec![0u64; info.arena_size.div_ceil(8) + 8];
-        let shapes = info.inputs.iter().chain(&info.outputs).map(|t| t.shape.iter().map(|&d| d as i64).collect()).collect();
-        Ok(Module { _lib: lib, run_fn, info, arena, weights, pool: None, shapes })
+        // SAFETY: `run_fn` is the module's `run`, described by `info`, and lives as long as `lib`,
+        // which the module keeps.
+        let entry = unsafe { EntryPoint::new(run_fn, info.inputs.clone(), info.outputs.clone(), info.arena_size) };
+        Ok(Module { _lib: lib, arena: entry.arena(), entry, info, weights, pool: None })
     }
 
     pub fn info(&self) -> &ModuleInfo {
@@ -221,66 +169,7 @@ impl Module {
 
     /// Run on dense little-endian buffers, one per input and output, in declaration order.
     pub fn run(&mut self, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<(), RunError> {
-        let check = |what: &str, infos: &[TensorInfo], lens: Vec<usize>| -> Result<(), RunError> {
-            if lens.len() != infos.len() {
-                return Err(RunError::Arguments(format!("the module takes {} {what}s, got {}", infos.len(), lens.len())));
-            }
-            for (t, &l) in infos.iter().zip(&lens) {
-                if l != t.byte_len {
-                    return Err(RunError::Arguments(format!(
-                        "{what} '{}' ({:?}, dtype {}) needs {} bytes, got {l}",
-                        t.name, t.shape, t.dtype, t.byte_len
-                    )));
-                }
-            }
-            Ok(())
-        };
-        check("input", &self.info.inputs, inputs.iter().map(|b| b.len()).collect())?;
-        check("output", &self.info.outputs, outputs.iter().map(|b| b.len()).collect())?;
-        let ni = inputs.len();
-        let ins: Vec<OdcTensor> = inputs
-            .iter()
-            .zip(&self.info.inputs)
-            .enumerate()
-            .map(|(i, (b, t))| OdcTensor {
-                data: b.as_ptr() as *mut c_void,
-                shape: self.shapes[i].as_ptr(),
-                size_bytes: b.len() as u64,
-                rank: t.shape.len() as u32,
-                dtype: t.dtype,
-            })
-            .collect();
-        let mut outs: Vec<OdcTensor> = outputs
-            .iter_mut()
-            .zip(&self.info.outputs)
-            .enumerate()
-            .map(|(i, (b, t))| OdcTensor {
-                data: b.as_mut_ptr() as *mut c_void,
-                shape: self.shapes[ni + i].as_ptr(),
-                size_bytes: b.len() as u64,
-                rank: t.shape.len() as u32,
-                dtype: t.dtype,
-            })
-            .collect();
-        let base = self.arena.as_mut_ptr() as *mut u8;
-        let pad = base.align_offset(abi::ARENA_ALIGN as usize);
-        // SAFETY: `arena` has 64 spare bytes for alignment.
-        let arena = unsafe { base.add(pad) };
-        let ctx = OdcContext {
-            abi_version: abi::ABI_VERSION,
-            num_threads: self.pool.as_ref().map(|p| p.threads() as u32).unwrap_or(1),
-            weights: self.weights.as_ref().map(|m| m.as_ptr() as *const c_void).unwrap_or(std::ptr::null()),
-            parallel_for: self.pool.as_ref().map(|_| parallel_for_callback as abi::ParallelForFn),
-            parallel_user: self.pool.as_ref().map(|p| &**p as *const ThreadPool as *mut c_void).unwrap_or(std::ptr::null_mut()),
-        };
-        // SAFETY: every pointer refers to a live buffer of the size the module describes.
-        let st = unsafe {
-            (self.run_fn)(&ctx, ins.as_ptr(), ins.len() as u32, outs.as_mut_ptr(), outs.len() as u32, arena as *mut c_void, self.info.arena_size as u64)
-        };
-        match Status::from_code(st) {
-            Some(Status::Ok) => Ok(()),
-            Some(s) => Err(RunError::Status(s)),
-            None => Err(RunError::Unknown(st)),
-        }
+        let weights = self.weights.as_ref().map_or(std::ptr::null(), |m| m.as_ptr());
+        self.entry.call(inputs, outputs, &mut self.arena, weights, self.pool.as_deref())
     }
 }

@@ -30,85 +30,6 @@ pub fn tolerance(dtype: DType) -> (f64, f64) {
     }
 }
 
-fn small_float(bits: u32, e_bits: u32, m_bits: u32, bias: i32) -> f64 {
-    let sign = if bits >> (e_bits + m_bits) & 1 == 1 { -1.0 } else { 1.0 };
-    let e = (bits >> m_bits) & ((1 << e_bits) - 1);
-    let m = bits & ((1 << m_bits) - 1);
-    let v = if e == 0 {
-        m as f64 * 2f64.powi(1 - bias - m_bits as i32)
-    } else {
-        (1.0 + m as f64 / (1u32 << m_bits) as f64) * 2f64.powi(e as i32 - bias)
-    };
-    sign * v
-}
-
-/// Every element of `t` as f64 (NaN for NaN encodings).
-pub fn values(t: &Tensor) -> Vec<f64> {
-    let n = t.num_elements();
-    let b = t.bytes();
-    let nib = |i: usize, bits: usize| -> u32 {
-        let per = 8 / bits;
-        ((b[i / per] >> ((i % per) * bits)) & ((1 << bits) - 1) as u8) as u32
-    };
-    (0..n)
-        .map(|i| match t.dtype {
-            DType::F8E4M3FN => {
-                let x = b[i] as u32;
-                if x & 0x7f == 0x7f {
-                    f64::NAN
-                } else {
-                    small_float(x, 4, 3, 7)
-                }
-            }
-            DType::F8E4M3FNUZ => {
-                let x = b[i] as u32;
-                if x == 0x80 {
-                    f64::NAN
-                } else {
-                    small_float(x, 4, 3, 8)
-                }
-            }
-            DType::F8E5M2 => {
-                let x = b[i] as u32;
-                if (x >> 2) & 0x1f == 0x1f {
-                    if x & 3 == 0 {
-                        if x & 0x80 != 0 {
-                            f64::NEG_INFINITY
-                        } else {
-                            f64::INFINITY
-                        }
-                    } else {
-                        f64::NAN
-                    }
-                } else {
-                    small_float(x, 5, 2, 15)
-                }
-            }
-            DType::F8E5M2FNUZ => {
-                let x = b[i] as u32;
-                if x == 0x80 {
-                    f64::NAN
-                } else {
-                    small_float(x, 5, 2, 16)
-                }
-            }
-            DType::F8E8M0 => {
-                if b[i] == 0xff {
-                    f64::NAN
-                } else {
-                    2f64.powi(b[i] as i32 - 127)
-                }
-            }
-            DType::F4E2M1 => small_float(nib(i, 4), 2, 1, 1),
-            DType::I4 => ((nib(i, 4) as i32) << 28 >> 28) as f64,
-            DType::U4 => nib(i, 4) as f64,
-            DType::I2 => ((nib(i, 2) as i32) << 30 >> 30) as f64,
-            DType::U2 => nib(i, 2) as f64,
-            _ => t.get_f64(i).unwrap_or(f64::NAN),
-        })
-        .collect()
-}
-
 /// Compare an output with its expected value.
 pub fn compare(name: &str, got: &Tensor, want: &Tensor) -> Result<(), String> {
     if got.dtype != want.dtype {
@@ -128,7 +49,7 @@ pub fn compare(name: &str, got: &Tensor, want: &Tensor) -> Result<(), String> {
         return Ok(());
     }
     let (rtol, atol) = tolerance(want.dtype);
-    let (g, w) = (values(got), values(want));
+    let (g, w) = (got.decoded_f64(), want.decoded_f64());
     let mut worst: Option<(usize, f64)> = None;
     let mut bad = 0;
     for i in 0..w.len() {

@@ -272,7 +272,7 @@ fn wrong_input_size_at_run_time_is_an_error() {
     let e = jit.run(&[&x, &short]).unwrap_err();
     assert_eq!(e.to_string(), "input 'y' (f32 [2, 3]) needs 24 bytes, got 20");
     let e = jit.run(&[&x]).unwrap_err();
-    assert_eq!(e.to_string(), "expected 2 inputs, got 1");
+    assert_eq!(e.to_string(), "the module takes 2 inputs, got 1");
 }
 
 #[test]
@@ -315,15 +315,110 @@ fn integer_division_by_zero_does_not_trap() {
     assert_eq!(r, vec![0, 0, 1, -3]);
 }
 
+/// The top-level fields of a protobuf message: (field number, start of the tag, start of the
+/// payload, end). Only the wire types ONNX files use (varint, 64-bit, length-delimited, 32-bit).
+fn protobuf_fields(b: &[u8]) -> Vec<(u64, usize, usize, usize)> {
+    fn varint(b: &[u8], at: &mut usize) -> u64 {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = b[*at];
+            *at += 1;
+            v |= ((byte & 0x7f) as u64) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        v
+    }
+    let mut fields = vec![];
+    let mut at = 0;
+    while at < b.len() {
+        let tag_at = at;
+        let tag = varint(b, &mut at);
+        let payload = match tag & 7 {
+            0 => {
+                let p = at;
+                varint(b, &mut at);
+                p
+            }
+            1 => {
+                at += 8;
+                at - 8
+            }
+            2 => {
+                let len = varint(b, &mut at) as usize;
+                at += len;
+                at - len
+            }
+            5 => {
+                at += 4;
+                at - 4
+            }
+            w => panic!("test model uses wire type {w}"),
+        };
+        fields.push((tag >> 3, tag_at, payload, at));
+    }
+    fields
+}
+
 #[test]
-fn corrupted_models_never_panic() {
-    // Flip bytes of a valid model in many places: every outcome must be Ok or a clean error.
+fn corrupted_models_are_errors_never_panics() {
+    // Corruptions that make any model invalid, at every place they can happen: each must be a
+    // clean error (a panic fails the test too).
     let mut m = add_model();
     m.graph.as_mut().unwrap().initializer.push(f32_tensor("unused", &[2, 2], &[1.0, 2.0, 3.0, 4.0]));
     let bytes = to_bytes(&m);
     let d = tmpdir("corrupt");
     let p = d.join("model.onnx");
+    let expect_error = |b: &[u8], what: String| {
+        std::fs::write(&p, b).unwrap();
+        match import(&p, &CompileOptions::default()) {
+            Ok(_) => panic!("{what}: imported without an error"),
+            Err(e) => assert!(e.starts_with("malformed model") || e.starts_with("invalid model"), "{what}: {e}"),
+        }
+    };
+    let top = protobuf_fields(&bytes);
+    let &(_, g_tag, g_start, g_end) = top.iter().find(|f| f.0 == 7).expect("the model has a graph field");
+    let graph_fields = protobuf_fields(&bytes[g_start..g_end]);
+    let mut cases = 0;
+    // 1. Cut right before the graph (no graph) or inside it (its length prefix then promises
+    //    bytes that are not there).
+    for cut in g_tag..g_end {
+        expect_error(&bytes[..cut], format!("truncated at byte {cut} of {}", bytes.len()));
+        cases += 1;
+    }
+    // 2. An invalid wire type (7) in place of each tag, top level and inside the graph.
+    let tags = top.iter().map(|f| f.1).chain(graph_fields.iter().map(|f| g_start + f.1));
+    for tag_at in tags {
+        let mut b = bytes.clone();
+        b[tag_at] = (b[tag_at] & 0xf8) | 7;
+        expect_error(&b, format!("wire type 7 at byte {tag_at}"));
+        cases += 1;
+    }
+    // 3. Each node, input, output or initializer of the graph (fields 1, 11, 12, 5) pointing
+    //    past the end: its length prefix raised to more than the rest of the file.
+    for &(field, tag_at, payload, _) in graph_fields.iter().filter(|f| [1, 5, 11, 12].contains(&f.0)) {
+        let mut b = bytes[..g_start + tag_at + 1].to_vec();
+        b.extend_from_slice(&[0xff, 0xff, 0x3f]); // varint 1,048,575
+        b.extend_from_slice(&bytes[g_start + payload..]);
+        expect_error(&b, format!("graph field {field} at byte {} overlong", g_start + tag_at));
+        cases += 1;
+    }
+    assert!(cases > 100, "only {cases} corruptions");
+}
+
+#[test]
+fn randomly_corrupted_models_import_or_fail_cleanly_and_imported_ones_run() {
+    // Random byte flips and truncations may still leave a valid model (a flipped weight, a renamed
+    // node); whatever imports must also compile and run without a panic, and every failure must
+    // be one of the frontend's errors.
+    let mut m = add_model();
+    m.graph.as_mut().unwrap().initializer.push(f32_tensor("unused", &[2, 2], &[1.0, 2.0, 3.0, 4.0]));
+    let bytes = to_bytes(&m);
+    let d = tmpdir("corrupt-random");
+    let p = d.join("model.onnx");
     let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let (mut failed, mut ran) = (0, 0);
     for i in 0..400 {
         let mut b = bytes.clone();
         for _ in 0..1 + i % 4 {
@@ -337,6 +432,25 @@ fn corrupted_models_never_panic() {
             b.truncate((seed as usize) % b.len());
         }
         std::fs::write(&p, &b).unwrap();
-        let _ = import(&p, &CompileOptions::default());
+        let opts = CompileOptions::default();
+        match odc::import_onnx(&p, &opts, &mut Timings::default()) {
+            Err(e) => {
+                let e = e.to_string();
+                assert!(["malformed model", "invalid model", "the model uses"].iter().any(|k| e.starts_with(k)), "case {i}: {e}");
+                failed += 1;
+            }
+            Ok(g) => {
+                let jit = odc::compile_jit(&g, &opts, &mut Timings::default());
+                if let Ok(jit) = jit {
+                    let inputs: Vec<Vec<u8>> = jit.inputs().iter().map(|t| vec![0u8; t.dtype.byte_len(t.shape.iter().product())]).collect();
+                    let refs: Vec<&[u8]> = inputs.iter().map(|v| v.as_slice()).collect();
+                    let _ = jit.run(&refs);
+                }
+                ran += 1;
+            }
+        }
     }
+    eprintln!("{failed} corruptions failed to import, {ran} imported and ran");
+    assert_eq!(failed + ran, 400);
+    assert!(failed > 200, "most random corruptions break the model; only {failed} of 400 did");
 }

@@ -9,6 +9,7 @@
 
 pub mod ops;
 pub mod tensor;
+mod wire;
 
 use crate::{FrontendError, Unsupported};
 use odc_ir::{DType, Evaluator, Graph, IrError, NodeId, SymDim, TensorType};
@@ -40,6 +41,7 @@ pub fn load_model(path: &Path) -> Result<OnnxModel, FrontendError> {
 
 /// Parse model bytes (external data, if any, cannot be resolved).
 pub fn parse_model(bytes: &[u8]) -> Result<ModelProto, FrontendError> {
+    wire::check_top_level(bytes).map_err(|e| FrontendError::Malformed(format!("not a valid ONNX protobuf: {e}")))?;
     let proto = ModelProto::parse_from_bytes(bytes)
         .map_err(|e| FrontendError::Malformed(format!("not a valid ONNX protobuf: {e}")))?;
     if proto.graph.is_none() {
@@ -50,6 +52,7 @@ pub fn parse_model(bytes: &[u8]) -> Result<ModelProto, FrontendError> {
 
 /// Parse a serialized `TensorProto` (e.g. a test-data `.pb` file).
 pub fn parse_tensor(bytes: &[u8], ext: &ExternalData) -> Result<odc_ir::Tensor, FrontendError> {
+    wire::check_top_level(bytes).map_err(|e| FrontendError::Malformed(format!("not a TensorProto: {e}")))?;
     let t = TensorProto::parse_from_bytes(bytes).map_err(|e| FrontendError::Malformed(format!("not a TensorProto: {e}")))?;
     tensor_from_proto(&t, ext)
 }

@@ -9,38 +9,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// ONNX `TensorProto.DataType` code → dtype (`Err` carries the ONNX name of an unsupported type).
+/// The module ABI uses ONNX's numbering, so its dtype table answers the supported codes.
 pub fn dtype_from_onnx(code: i32) -> Result<DType, String> {
-    Ok(match code {
-        1 => DType::F32,
-        2 => DType::U8,
-        3 => DType::I8,
-        4 => DType::U16,
-        5 => DType::I16,
-        6 => DType::I32,
-        7 => DType::I64,
-        9 => DType::Bool,
-        10 => DType::F16,
-        11 => DType::F64,
-        12 => DType::U32,
-        13 => DType::U64,
-        16 => DType::BF16,
-        17 => DType::F8E4M3FN,
-        18 => DType::F8E4M3FNUZ,
-        19 => DType::F8E5M2,
-        20 => DType::F8E5M2FNUZ,
-        21 => DType::U4,
-        22 => DType::I4,
-        23 => DType::F4E2M1,
-        24 => DType::F8E8M0,
-        25 => DType::U2,
-        26 => DType::I2,
-        8 => return Err("string".into()),
-        14 => return Err("complex64".into()),
-        15 => return Err("complex128".into()),
-        27 => return Err("float6e2m3".into()),
-        28 => return Err("float6e3m2".into()),
-        0 => return Err("undefined".into()),
-        other => return Err(format!("unknown data type {other}")),
+    if let Some(d) = u32::try_from(code).ok().and_then(DType::from_abi_code) {
+        return Ok(d);
+    }
+    Err(match code {
+        8 => "string".into(),
+        14 => "complex64".into(),
+        15 => "complex128".into(),
+        27 => "float6e2m3".into(),
+        28 => "float6e3m2".into(),
+        0 => "undefined".into(),
+        other => format!("unknown data type {other}"),
     })
 }
 

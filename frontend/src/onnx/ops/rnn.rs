@@ -102,11 +102,14 @@ pub fn recurrent(imp: &mut Importer, n: &NodeCtx) -> R {
     let b = &mut imp.b;
     let layout = n.attr_i("layout", 0);
     let x = if layout == 1 { b.transpose(x, &[1, 0, 2])? } else { x };
-    let xs = b.shape(x);
+    let (xs, ws) = (b.shape(x), b.shape(w));
+    if xs.len() != 3 || ws.len() != 3 || b.shape(r).len() != 3 {
+        return Err(inval(format!("X, W and R must have rank 3, got {xs:?}, {ws:?} and {:?}", b.shape(r))));
+    }
     let (seq, batch, input) = (xs[0], xs[1], xs[2]);
-    let ws = b.shape(w);
     let dirs = ws[0];
-    let hidden = n.attr_i("hidden_size", (ws[1] / gates) as i64) as usize;
+    let hidden = n.attr_i("hidden_size", (ws[1] / gates) as i64);
+    let hidden = usize::try_from(hidden).ok().filter(|&h| h > 0).ok_or_else(|| inval(format!("hidden_size must be positive, got {hidden}")))?;
     if ws[1] != gates * hidden || ws[2] != input {
         return Err(inval(format!("W {ws:?} does not match {gates} gates of hidden size {hidden} and input {input}")));
     }
@@ -331,8 +334,8 @@ pub fn recurrent(imp: &mut Importer, n: &NodeCtx) -> R {
             c = c_next;
             outs[t] = Some(y_t);
         }
-        let outs: Vec<NodeId> = outs.into_iter().map(|o| o.expect("every step produced")).collect();
-        let stacked: Vec<NodeId> = outs.iter().map(|&o| b.reshape(o, &[1, 1, batch, hidden])).collect::<Result<_, _>>()?;
+        // Every time step was visited once, in one order or the other.
+        let stacked: Vec<NodeId> = outs.into_iter().flatten().map(|o| b.reshape(o, &[1, 1, batch, hidden])).collect::<Result<_, _>>()?;
         ys.push(b.concat(&stacked, 0)?);
         yhs.push(b.reshape(h, &[1, batch, hidden])?);
         ycs.push(b.reshape(c, &[1, batch, hidden])?);

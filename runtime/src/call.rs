@@ -1,0 +1,200 @@
+//! Calling a module's `run`: the one path every host in this repository takes (the loader's
+//! [`crate::Module`] and the compiler's JIT), so argument checks, the context and the status
+//! mapping cannot drift apart.
+//!
+//! Owns: [`EntryPoint`] (a `run` function with the description of its tensors), [`Arena`] (the
+//! aligned scratch memory) and [`RunError`]. Must not: know how the code was produced or loaded.
+
+use crate::abi::{self, OdcContext, OdcTensor, Status};
+use crate::pool::{parallel_for_callback, ThreadPool};
+use core::ffi::c_void;
+use std::fmt;
+
+/// The ABI signature of `<prefix>_run`.
+pub type RunFn = unsafe extern "C" fn(*const OdcContext, *const OdcTensor, u32, *mut OdcTensor, u32, *mut c_void, u64) -> i32;
+
+/// Why a run failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunError {
+    /// The arguments do not match the module (with a precise message).
+    Arguments(String),
+    /// Generated code returned a non-zero status.
+    Status(Status),
+    /// Generated code returned a status this runtime does not know.
+    Unknown(i32),
+}
+
+impl RunError {
+    /// The error for a status code returned by generated code (`None` for success).
+    pub fn from_status(code: i32) -> Option<RunError> {
+        match Status::from_code(code) {
+            Some(Status::Ok) => None,
+            Some(s) => Some(RunError::Status(s)),
+            None => Some(RunError::Unknown(code)),
+        }
+    }
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Arguments(m) => f.write_str(m),
+            RunError::Status(s) => f.write_str(s.message()),
+            RunError::Unknown(c) => write!(f, "module returned unknown status {c}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// A model input or output as described by the module.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// ABI dtype code (see [`abi::DTYPE_CODES`]).
+    pub dtype: u32,
+    pub shape: Vec<usize>,
+    /// Bytes of a dense buffer of this tensor.
+    pub byte_len: usize,
+}
+
+impl TensorInfo {
+    /// A description with its byte length computed from the dtype table (0 for an unknown code,
+    /// which then matches no buffer but the empty one).
+    pub fn new(name: String, dtype: u32, shape: Vec<usize>) -> TensorInfo {
+        let bits = abi::dtype_code(dtype).map_or(0, |d| d.bits as usize);
+        let byte_len = (shape.iter().product::<usize>() * bits).div_ceil(8);
+        TensorInfo { name, dtype, shape, byte_len }
+    }
+
+    fn describe(&self) -> String {
+        match abi::dtype_code(self.dtype) {
+            Some(d) => format!("'{}' ({} {:?})", self.name, d.name, self.shape),
+            None => format!("'{}' (dtype code {} {:?})", self.name, self.dtype, self.shape),
+        }
+    }
+}
+
+/// Scratch memory for one run at a time, aligned to [`abi::ARENA_ALIGN`].
+pub struct Arena {
+    words: Vec<u64>,
+    size: usize,
+}
+
+impl Arena {
+    pub fn new(size: usize) -> Arena {
+        Arena { words: vec![0u64; (size + abi::ARENA_ALIGN as usize).div_ceil(8)], size }
+    }
+
+    /// Usable bytes (the module's arena size).
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The aligned start.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        let base = self.words.as_mut_ptr() as *mut u8;
+        // SAFETY: `words` holds ARENA_ALIGN spare bytes for the alignment offset.
+        unsafe { base.add(base.align_offset(abi::ARENA_ALIGN as usize)) }
+    }
+}
+
+/// A module's `run` function together with the description it was compiled for.
+pub struct EntryPoint {
+    run: RunFn,
+    inputs: Vec<TensorInfo>,
+    outputs: Vec<TensorInfo>,
+    arena_size: usize,
+    shapes: Vec<Vec<i64>>,
+}
+
+impl EntryPoint {
+    /// # Safety
+    /// `run` must be generated code with the ABI signature, compiled for exactly these inputs,
+    /// outputs and arena size, and must stay callable as long as the returned value lives.
+    pub unsafe fn new(run: RunFn, inputs: Vec<TensorInfo>, outputs: Vec<TensorInfo>, arena_size: usize) -> EntryPoint {
+        let shapes = inputs.iter().chain(&outputs).map(|t| t.shape.iter().map(|&d| d as i64).collect()).collect();
+        EntryPoint { run, inputs, outputs, arena_size, shapes }
+    }
+
+    pub fn inputs(&self) -> &[TensorInfo] {
+        &self.inputs
+    }
+
+    pub fn outputs(&self) -> &[TensorInfo] {
+        &self.outputs
+    }
+
+    pub fn arena_size(&self) -> usize {
+        self.arena_size
+    }
+
+    /// An arena of the size this entry point needs.
+    pub fn arena(&self) -> Arena {
+        Arena::new(self.arena_size)
+    }
+
+    /// Check `inputs` and `outputs` against the description (count, then byte length of each).
+    pub fn check(&self, inputs: &[&[u8]], outputs: &[&mut [u8]]) -> Result<(), RunError> {
+        check_buffers("input", &self.inputs, inputs.iter().map(|b| b.len()))?;
+        check_buffers("output", &self.outputs, outputs.iter().map(|b| b.len()))
+    }
+
+    /// Run once on dense little-endian buffers, one per input and output in declaration order.
+    /// `weights` is the base of the external weights (null when they are embedded); `pool`
+    /// shares parallel loops (`None`: single-threaded).
+    pub fn call(
+        &self,
+        inputs: &[&[u8]],
+        outputs: &mut [&mut [u8]],
+        arena: &mut Arena,
+        weights: *const u8,
+        pool: Option<&ThreadPool>,
+    ) -> Result<(), RunError> {
+        self.check(inputs, outputs)?;
+        if arena.size() < self.arena_size {
+            return Err(RunError::Arguments(format!("the arena has {} bytes, the module needs {}", arena.size(), self.arena_size)));
+        }
+        let ni = inputs.len();
+        let tensor = |i: usize, t: &TensorInfo, data: *mut u8, len: usize| OdcTensor {
+            data: data as *mut c_void,
+            shape: self.shapes[i].as_ptr(),
+            size_bytes: len as u64,
+            rank: t.shape.len() as u32,
+            dtype: t.dtype,
+        };
+        let ins: Vec<OdcTensor> =
+            inputs.iter().zip(&self.inputs).enumerate().map(|(i, (b, t))| tensor(i, t, b.as_ptr() as *mut u8, b.len())).collect();
+        let mut outs: Vec<OdcTensor> = outputs
+            .iter_mut()
+            .zip(&self.outputs)
+            .enumerate()
+            .map(|(i, (b, t))| tensor(ni + i, t, b.as_mut_ptr(), b.len()))
+            .collect();
+        let ctx = OdcContext {
+            abi_version: abi::ABI_VERSION,
+            num_threads: pool.map_or(1, |p| p.threads() as u32),
+            weights: weights as *const c_void,
+            parallel_for: pool.map(|_| parallel_for_callback as abi::ParallelForFn),
+            parallel_user: pool.map_or(std::ptr::null_mut(), |p| p as *const ThreadPool as *mut c_void),
+        };
+        // SAFETY: every pointer refers to a live buffer of the size the description gives, and
+        // `run` was compiled for that description (the contract of `new`).
+        let st = unsafe {
+            (self.run)(&ctx, ins.as_ptr(), ins.len() as u32, outs.as_mut_ptr(), outs.len() as u32, arena.as_mut_ptr() as *mut c_void, self.arena_size as u64)
+        };
+        RunError::from_status(st).map_or(Ok(()), Err)
+    }
+}
+
+fn check_buffers(what: &str, infos: &[TensorInfo], lens: impl ExactSizeIterator<Item = usize>) -> Result<(), RunError> {
+    if lens.len() != infos.len() {
+        return Err(RunError::Arguments(format!("the module takes {} {what}s, got {}", infos.len(), lens.len())));
+    }
+    for (t, l) in infos.iter().zip(lens) {
+        if l != t.byte_len {
+            return Err(RunError::Arguments(format!("{what} {} needs {} bytes, got {l}", t.describe(), t.byte_len)));
+        }
+    }
+    Ok(())
+}
