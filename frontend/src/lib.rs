@@ -7,6 +7,7 @@
 //! are evaluated through the [`odc_ir::Evaluator`] the caller provides.
 
 pub mod onnx;
+pub mod safetensors;
 
 use std::fmt;
 
