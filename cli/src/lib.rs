@@ -2,7 +2,7 @@
 //! conformance runner and the build-script integration.
 //!
 //! ```text
-//! load ─► import (ONNX → primitives) ─► fold_constants ─► verify ─► lower ─► codegen (JIT | object)
+//! load (ModelSource: ONNX | checkpoint) ─► import (→ primitives) ─► fold_constants ─► verify ─► lower ─► codegen (JIT | object)
 //! ```
 //!
 //! Set `ODC_DUMP_IR=1` to print the graph after each graph pass.
@@ -16,28 +16,28 @@ use odc_backends::target::TargetSpec;
 use odc_passes::fusion::{self, FusionPlan};
 use odc_backends::{bindings, lower, CodegenError, JitEvaluator, JitProgram, OptLevel, Program, Target, TargetError};
 use std::path::PathBuf;
-use odc_frontend::onnx::{self, ImportOptions};
-use odc_frontend::FrontendError;
+use odc_frontend::{FrontendError, ImportOptions};
 use odc_ir::{Graph, IrError};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub use odc_backends::RunError;
-pub use odc_frontend::Unsupported;
+pub use odc_frontend::{ModelSource, SourceFormat, Unsupported};
 
-/// Any failure of the pipeline.
+/// Any failure of the pipeline. Wrapped errors are transparent: printing the chain (`{:#}`)
+/// shows each message once.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
+    #[error(transparent)]
     Frontend(#[from] FrontendError),
-    #[error("{0}")]
+    #[error(transparent)]
     Ir(#[from] IrError),
-    #[error("{0}")]
+    #[error(transparent)]
     Run(#[from] RunError),
-    #[error("{0}")]
+    #[error(transparent)]
     Target(#[from] TargetError),
-    #[error("{0}")]
+    #[error(transparent)]
     Codegen(#[from] CodegenError),
     #[error("{0}")]
     Usage(String),
@@ -136,21 +136,26 @@ pub fn parse_shape_arg(s: &str) -> Result<(String, Vec<usize>), Error> {
     Ok((name.to_string(), dims))
 }
 
-/// Load an ONNX file and import it into graph IR (constants folded, verified).
-pub fn import_onnx(path: &Path, opts: &CompileOptions, timings: &mut Timings) -> Result<Graph, Error> {
-    let model = timings.record("load", || onnx::load_model(path))?;
-    import_model_owned(model, opts, timings)
+/// Open a model of any format (an ONNX file, a checkpoint directory).
+pub fn open_model(path: &Path, timings: &mut Timings) -> Result<ModelSource, Error> {
+    Ok(timings.record("load", || ModelSource::open(path))?)
 }
 
-/// Import an already-loaded model.
-pub fn import_model(model: &onnx::OnnxModel, opts: &CompileOptions, timings: &mut Timings) -> Result<Graph, Error> {
-    let g = timings.record("import", || onnx::import(model, &import_options(opts), &JitEvaluator))?;
+/// Open a model and import it into graph IR (constants folded, verified).
+pub fn import_path(path: &Path, opts: &CompileOptions, timings: &mut Timings) -> Result<Graph, Error> {
+    let source = open_model(path, timings)?;
+    import_model_owned(source, opts, timings)
+}
+
+/// Import an opened model.
+pub fn import_model(source: &ModelSource, opts: &CompileOptions, timings: &mut Timings) -> Result<Graph, Error> {
+    let g = timings.record("import", || source.import(&import_options(opts), &JitEvaluator))?;
     simplify(g, opts, timings)
 }
 
 /// [`import_model`], consuming the model so its weights move into the graph without a copy.
-pub fn import_model_owned(model: onnx::OnnxModel, opts: &CompileOptions, timings: &mut Timings) -> Result<Graph, Error> {
-    let g = timings.record("import", || onnx::import_owned(model, &import_options(opts), &JitEvaluator))?;
+pub fn import_model_owned(source: ModelSource, opts: &CompileOptions, timings: &mut Timings) -> Result<Graph, Error> {
+    let g = timings.record("import", || source.import_owned(&import_options(opts), &JitEvaluator))?;
     simplify(g, opts, timings)
 }
 
@@ -267,9 +272,14 @@ pub struct AotRequest {
     pub output: PathBuf,
 }
 
-/// The default symbol prefix for a model file.
+/// The default symbol prefix for a model file or checkpoint directory.
 pub fn default_prefix(model: &Path) -> String {
-    bindings::ident(&model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()))
+    let name = if model.is_dir() {
+        model.canonicalize().ok().and_then(|c| c.file_name().map(|s| s.to_string_lossy().into_owned()))
+    } else {
+        model.file_stem().map(|s| s.to_string_lossy().into_owned())
+    };
+    bindings::ident(&name.filter(|s| !s.is_empty()).unwrap_or_else(|| "model".into()))
 }
 
 /// Compile a model ahead of time; returns the files written.
@@ -283,7 +293,7 @@ pub fn compile_aot(model: &Path, opts: &CompileOptions, req: &AotRequest, timing
         (dir, stem)
     };
     std::fs::create_dir_all(&dir).map_err(|e| Error::Usage(format!("cannot create {}: {e}", dir.display())))?;
-    let g = import_onnx(model, opts, timings)?;
+    let g = import_path(model, opts, timings)?;
     let target = Target::for_module(&req.target, opts.opt_level)?;
     let prog = plan(&g, opts, &target, timings)?;
     let aot_opts = AotOptions { prefix: prefix.clone(), weights: req.weights };

@@ -207,8 +207,9 @@ fn format_values(dtype: odc_ir::DType, data: &[u8], limit: usize) -> String {
 
 fn run(m: &ModelArgs, inputs: &[String], output_dir: Option<&Path>, print: usize, show_timings: bool) -> Result<()> {
     let mut opts = compile_options(m)?;
-    let model = odc_frontend::onnx::load_model(&m.model)?;
-    let declared = odc_frontend::onnx::declared_inputs(&model.proto);
+    let mut timings = Timings::default();
+    let model = odc::open_model(&m.model, &mut timings)?;
+    let declared = model.declared_inputs();
     let mut given: HashMap<String, npy::NpyTensor> = HashMap::new();
     for spec in inputs {
         let (name, file) = match spec.split_once('=') {
@@ -232,7 +233,6 @@ fn run(m: &ModelArgs, inputs: &[String], output_dir: Option<&Path>, print: usize
     if !missing.is_empty() {
         bail!("missing input(s): {} (pass --input NAME=FILE.npy)", missing.join(", "));
     }
-    let mut timings = Timings::default();
     let g = odc::import_model_owned(model, &opts, &mut timings)?;
     let jit = odc::compile_jit_owned(g, &opts, &mut timings)?;
     for d in &declared {
@@ -274,8 +274,16 @@ fn run(m: &ModelArgs, inputs: &[String], output_dir: Option<&Path>, print: usize
 
 fn check(m: &ModelArgs) -> Result<bool> {
     let opts = compile_options(m)?;
-    let model = odc_frontend::onnx::load_model(&m.model)?;
     let mut timings = Timings::default();
+    let model = match odc::open_model(&m.model, &mut timings) {
+        Ok(model) => model,
+        // A checkpoint's unsupported config values are found when it is opened.
+        Err(e) if e.unsupported().is_some() => {
+            println!("{e}");
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    };
     match odc::import_model(&model, &opts, &mut timings) {
         Ok(g) => {
             println!(
@@ -290,7 +298,7 @@ fn check(m: &ModelArgs) -> Result<bool> {
         Err(e) => {
             if let odc::Error::Frontend(odc_frontend::FrontendError::Shape(msg)) = &e {
                 // Without shapes, still list the operators odc does not know.
-                let unknown = odc_frontend::onnx::unknown_operators(&model.proto);
+                let unknown = model.unknown_operators();
                 if !unknown.is_empty() {
                     println!("the model uses {} unsupported feature(s):", unknown.len());
                     for u in &unknown {
@@ -309,7 +317,7 @@ fn check(m: &ModelArgs) -> Result<bool> {
 fn inspect(m: &ModelArgs, show_graph: bool, show_kernels: bool) -> Result<()> {
     let opts = compile_options(m)?;
     let mut timings = Timings::default();
-    let g = odc::import_onnx(&m.model, &opts, &mut timings)?;
+    let g = odc::import_path(&m.model, &opts, &mut timings)?;
     let prog = odc::plan(&g, &opts, &odc::host_target(&opts)?, &mut timings)?;
     if show_graph {
         print!("{g}");
@@ -333,8 +341,9 @@ fn inspect(m: &ModelArgs, show_graph: bool, show_kernels: bool) -> Result<()> {
 fn inspect_fusion(m: &ModelArgs, json: bool) -> Result<()> {
     let opts = compile_options(m)?;
     let mut timings = Timings::default();
-    let onnx_nodes = odc_frontend::onnx::load_model(&m.model)?.proto.graph.node.len();
-    let g = odc::import_onnx(&m.model, &opts, &mut timings)?;
+    let model = odc::open_model(&m.model, &mut timings)?;
+    let source_nodes = model.node_count();
+    let g = odc::import_model_owned(model, &opts, &mut timings)?;
     let s = odc::saturate(&g, &mut timings)?;
     let prog = odc_backends::lower(&s.graph, &s.plan, &odc::host_target(&opts)?.lower_options())?;
     let r = &s.report;
@@ -348,7 +357,7 @@ fn inspect_fusion(m: &ModelArgs, json: bool) -> Result<()> {
         let applied: serde_json::Map<String, serde_json::Value> = r.applied.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
         let doc = json!({
             "model": m.model.display().to_string(),
-            "onnx_nodes": onnx_nodes,
+            "source_nodes": source_nodes,
             "primitive_nodes": g.node_count(),
             "kernels": kernels,
             "kernel_count": r.kernels.len(),
@@ -374,7 +383,8 @@ fn inspect_fusion(m: &ModelArgs, json: bool) -> Result<()> {
             println!("{:<40} fused: {}", "", k.nodes.join(", "));
         }
     }
-    println!("onnx nodes: {onnx_nodes}, primitive nodes: {}, fused kernels: {}, lowered kernels: {}", g.node_count(), r.kernels.len(), prog.kernels.len());
+    let source = source_nodes.map_or("source nodes: -".to_string(), |n| format!("source nodes: {n}"));
+    println!("{source}, primitive nodes: {}, fused kernels: {}, lowered kernels: {}", g.node_count(), r.kernels.len(), prog.kernels.len());
     println!("e-graph: {} e-nodes in {} e-classes after {} iterations ({})", r.enodes, r.eclasses, r.iterations, r.stop_reason);
     println!("saturation {:.1} ms, extraction {:.1} ms", r.saturation_ms, r.extraction_ms);
     println!("estimated cost: {:.1} us (tree-cost extraction: {:.1} us)", r.cost_ns / 1e3, r.tree_cost_ns / 1e3);
@@ -418,7 +428,7 @@ fn bench(m: &ModelArgs, threads: usize, inputs: &[String], runs: usize, warmup: 
     }
     let mut timings = Timings::default();
     let t0 = std::time::Instant::now();
-    let g = odc::import_onnx(&m.model, &opts, &mut timings)?;
+    let g = odc::import_path(&m.model, &opts, &mut timings)?;
     let mut jit = odc::compile_jit_owned(g, &opts, &mut timings)?;
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
     jit.set_threads(threads);

@@ -110,3 +110,23 @@ fn bad_npy_files_are_reported() {
     assert_eq!(code, 2);
     assert!(err.contains("junk.npy: not a .npy file"), "{err}");
 }
+
+#[test]
+fn every_command_opens_checkpoint_directories_and_reports_what_they_lack() {
+    let empty = tmp("no-config");
+    let (code, _, err) = odc(&["check", empty.to_str().unwrap()]);
+    assert_eq!(code, 2, "an error, not a failed check");
+    assert!(err.contains("is a directory without a config.json: not a checkpoint"), "{err}");
+    assert_eq!(err.matches("not a checkpoint").count(), 1, "the message is printed once: {err}");
+    let d = tmp("mamba");
+    std::fs::write(d.join("config.json"), r#"{"model_type":"mamba","architectures":["MambaForCausalLM"]}"#).unwrap();
+    let (code, out, _) = odc(&["check", d.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.contains("node 'config.json' (model_type): architecture 'mamba' (MambaForCausalLM) is not supported"), "{out}");
+    let out_dir = tmp("mamba-out");
+    for cmd in [vec!["inspect"], vec!["compile", "-o", out_dir.to_str().unwrap()], vec!["bench"], vec!["run"]] {
+        let (code, _, err) = odc(&[cmd.as_slice(), &[d.to_str().unwrap()]].concat());
+        assert_ne!(code, 0, "{cmd:?}");
+        assert!(err.contains("architecture 'mamba'"), "{cmd:?}: {err}");
+    }
+}

@@ -1,13 +1,18 @@
 //! `odc-frontend`: model formats → graph IR.
 //!
-//! Owns: the ONNX importer ([`onnx`]: protobuf loading, tensors and external data, the operator
-//! registry that expands each ONNX operator into primitives, opset-specific semantics).
+//! Owns: [`ModelSource`] (a model of any format, what the driver opens), the ONNX importer
+//! ([`onnx`]: protobuf loading, tensors and external data, the operator registry that expands
+//! each ONNX operator into primitives, opset-specific semantics) and the Hugging Face checkpoint
+//! reader ([`safetensors`]: `config.json` and safetensors weights).
 //!
 //! Must not: emit anything but graph IR, or know how code is generated. Compile-time constants
 //! are evaluated through the [`odc_ir::Evaluator`] the caller provides.
 
 pub mod onnx;
 pub mod safetensors;
+pub mod source;
+
+pub use source::{ImportOptions, ModelSource, SourceFormat};
 
 use std::fmt;
 
@@ -39,8 +44,6 @@ pub enum FrontendError {
     Shape(String),
     /// One unsupported feature (raised inside an operator; collected into `UnsupportedList`).
     Unsupported(String),
-    /// Same as `Unsupported`, with a reason naming the attribute or dtype.
-    UnsupportedDetail { reason: String },
     /// Every unsupported feature of the model.
     UnsupportedList(Vec<Unsupported>),
 }
@@ -52,7 +55,7 @@ impl fmt::Display for FrontendError {
             FrontendError::Malformed(m) => write!(f, "malformed model: {m}"),
             FrontendError::Invalid(m) => write!(f, "invalid model: {m}"),
             FrontendError::Shape(m) => write!(f, "{m}"),
-            FrontendError::Unsupported(m) | FrontendError::UnsupportedDetail { reason: m } => write!(f, "unsupported: {m}"),
+            FrontendError::Unsupported(m) => write!(f, "unsupported: {m}"),
             FrontendError::UnsupportedList(list) => {
                 writeln!(f, "the model uses {} unsupported feature(s):", list.len())?;
                 for (i, u) in list.iter().enumerate() {

@@ -115,10 +115,17 @@ impl Model {
         let out_dir = PathBuf::from(env("OUT_DIR")?);
         let target = Model::target()?;
         let prefix = self.prefix.clone().unwrap_or_else(|| odc::default_prefix(&self.path));
-        println!("cargo:rerun-if-changed={}", self.path.display());
-        let model_bytes = std::fs::read(&self.path).map_err(|e| Error(format!("cannot read {}: {e}", self.path.display())))?;
+        // Every file the model is read from (an ONNX file and its external data, or a checkpoint's
+        // config and shards) is watched and hashed.
+        let source = odc::open_model(&self.path, &mut odc::Timings::default()).map_err(|e| Error(e.to_string()))?;
         let mut h = 0xcbf2_9ce4_8422_2325u64;
-        fnv(&mut h, &model_bytes);
+        for file in source.files() {
+            println!("cargo:rerun-if-changed={}", file.display());
+            let bytes = std::fs::read(&file).map_err(|e| Error(format!("cannot read {}: {e}", file.display())))?;
+            fnv(&mut h, file.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+            fnv(&mut h, &bytes);
+        }
+        drop(source);
         let mut opts_text = String::new();
         let _ = write!(opts_text, "{}|{:?}|{:?}|{:?}|{:?}|{:?}", env!("CARGO_PKG_VERSION"), target, prefix, self.shapes, self.dims, self.weights);
         fnv(&mut h, opts_text.as_bytes());

@@ -163,6 +163,7 @@ fn run_case_inner(dir: &Path, engine: &Engine) -> Outcome {
     if sets.is_empty() {
         return Outcome::Fail("no test data sets".into());
     }
+    let model = odc_frontend::ModelSource::from_onnx(dir.join("model.onnx"), model);
     for set in sets {
         let in_files = numbered(&set, "input");
         let out_files = numbered(&set, "output");

@@ -81,7 +81,7 @@ fn compile_with(m: &ModelCase, target: &str, features: &[&str], emit: &[Emit], w
 fn jit_outputs(m: &ModelCase) -> Vec<Vec<u8>> {
     let opts = options(m);
     let mut t = Timings::default();
-    let g = odc::import_onnx(&m.path, &opts, &mut t).unwrap();
+    let g = odc::import_path(&m.path, &opts, &mut t).unwrap();
     let jit = odc::compile_jit(&g, &opts, &mut t).unwrap();
     let refs: Vec<&[u8]> = m.inputs.iter().map(|v| v.as_slice()).collect();
     jit.run(&refs).unwrap()

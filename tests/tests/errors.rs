@@ -19,7 +19,7 @@ fn write_model(dir: &Path, m: &onnx_protobuf::ModelProto) -> PathBuf {
 }
 
 fn import(path: &Path, opts: &CompileOptions) -> Result<odc_ir::Graph, String> {
-    odc::import_onnx(path, opts, &mut Timings::default()).map_err(|e| e.to_string())
+    odc::import_path(path, opts, &mut Timings::default()).map_err(|e| e.to_string())
 }
 
 fn add_model() -> onnx_protobuf::ModelProto {
@@ -184,7 +184,7 @@ fn external_data_loads_when_intact() {
     let p = write_model(&d, &external_model(16));
     let opts = CompileOptions::default();
     let mut t = Timings::default();
-    let g = odc::import_onnx(&p, &opts, &mut t).unwrap();
+    let g = odc::import_path(&p, &opts, &mut t).unwrap();
     let jit = odc::compile_jit(&g, &opts, &mut t).unwrap();
     let x: Vec<u8> = [10.0f32, 20.0, 30.0, 40.0].iter().flat_map(|v| v.to_le_bytes()).collect();
     let out = jit.run(&[&x]).unwrap();
@@ -260,7 +260,7 @@ fn compile(m: &onnx_protobuf::ModelProto, name: &str) -> odc_backends::JitProgra
     let p = write_model(&d, m);
     let opts = CompileOptions::default();
     let mut t = Timings::default();
-    let g = odc::import_onnx(&p, &opts, &mut t).unwrap();
+    let g = odc::import_path(&p, &opts, &mut t).unwrap();
     odc::compile_jit(&g, &opts, &mut t).unwrap()
 }
 
@@ -433,7 +433,7 @@ fn randomly_corrupted_models_import_or_fail_cleanly_and_imported_ones_run() {
         }
         std::fs::write(&p, &b).unwrap();
         let opts = CompileOptions::default();
-        match odc::import_onnx(&p, &opts, &mut Timings::default()) {
+        match odc::import_path(&p, &opts, &mut Timings::default()) {
             Err(e) => {
                 let e = e.to_string();
                 assert!(["malformed model", "invalid model", "the model uses"].iter().any(|k| e.starts_with(k)), "case {i}: {e}");

@@ -27,7 +27,7 @@ fn run_model(dir: &Path) -> Vec<(Vec<f32>, Vec<f32>)> {
         inputs.push(t);
     }
     let mut timings = Timings::default();
-    let g = odc::import_onnx(&dir.join("model.onnx"), &opts, &mut timings).unwrap();
+    let g = odc::import_path(&dir.join("model.onnx"), &opts, &mut timings).unwrap();
     let jit = odc::compile_jit(&g, &opts, &mut timings).unwrap();
     let bufs: Vec<&[u8]> = inputs.iter().map(|t| t.data.as_slice()).collect();
     let outs = jit.run(&bufs).unwrap();
@@ -73,7 +73,7 @@ fn digits_example_predicts_the_labels() {
     let mut opts = CompileOptions::default();
     opts.input_shapes.insert("pixels".into(), samples.shape.clone());
     let mut t = Timings::default();
-    let g = odc::import_onnx(&ex.join("digits.onnx"), &opts, &mut t).unwrap();
+    let g = odc::import_path(&ex.join("digits.onnx"), &opts, &mut t).unwrap();
     let jit = odc::compile_jit(&g, &opts, &mut t).unwrap();
     let out = jit.run(&[&samples.data]).unwrap();
     let digits: Vec<i64> = out[0].chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();

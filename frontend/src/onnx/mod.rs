@@ -57,24 +57,29 @@ pub fn parse_tensor(bytes: &[u8], ext: &ExternalData) -> Result<odc_ir::Tensor, 
     tensor_from_proto(&t, ext)
 }
 
-/// Knobs for import.
-#[derive(Clone, Debug, Default)]
-pub struct ImportOptions {
-    /// Full shapes for named inputs (replacing the declared shape).
-    pub input_shapes: HashMap<String, Vec<usize>>,
-    /// Values for named symbolic dimensions.
-    pub dims: HashMap<String, usize>,
-    /// Known input values. An input whose value is needed at compile time (a shape, axes, pads)
-    /// is specialised to it and removed from the compiled signature; others stay run-time inputs.
-    pub input_values: HashMap<String, odc_ir::Tensor>,
-}
+pub use crate::source::{DeclaredInput, ImportOptions};
 
-/// A declared model input: name, dtype (or the ONNX name of an unsupported one) and shape.
-#[derive(Clone, Debug)]
-pub struct DeclaredInput {
-    pub name: String,
-    pub dtype: Result<DType, String>,
-    pub shape: Option<Vec<SymDim>>,
+/// The external-data files a model's tensors name (relative locations, each once), in every
+/// graph and subgraph: what a build cache must watch besides the model file.
+pub fn external_data_files(model: &ModelProto) -> Vec<String> {
+    fn walk(g: &GraphProto, out: &mut Vec<String>) {
+        let tensors = g.initializer.iter().chain(g.node.iter().flat_map(|n| n.attribute.iter().flat_map(|a| a.t.as_ref().into_iter().chain(&a.tensors))));
+        for t in tensors {
+            for kv in &t.external_data {
+                if kv.key == "location" && !out.contains(&kv.value) {
+                    out.push(kv.value.clone());
+                }
+            }
+        }
+        for a in g.node.iter().flat_map(|n| &n.attribute) {
+            a.g.as_ref().into_iter().chain(&a.graphs).for_each(|sub| walk(sub, out));
+        }
+    }
+    let mut out = vec![];
+    if let Some(g) = model.graph.as_ref() {
+        walk(g, &mut out);
+    }
+    out
 }
 
 /// The non-initializer inputs a model declares.
@@ -510,7 +515,7 @@ impl<'m, 'e> Importer<'m, 'e> {
                 }
                 Ok(())
             }
-            Err(FrontendError::Unsupported(reason)) | Err(FrontendError::UnsupportedDetail { reason, .. }) => {
+            Err(FrontendError::Unsupported(reason)) => {
                 self.problems.push(Unsupported { node: label, op: node.op_type.clone(), reason });
                 self.poison_outputs(node);
                 Ok(())

@@ -111,6 +111,14 @@ impl CheckpointWeights {
         Ok(CheckpointWeights { tensors })
     }
 
+    /// The safetensors files the tensors come from, each once, sorted.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self.tensors.values().map(|e| e.file.path.clone()).collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+
     /// Tensor names in order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(|s| s.as_str())
