@@ -110,13 +110,18 @@ fn decoder(r: &mut Reader, model_type: &str) -> DecoderConfig {
     if act != "silu" {
         r.unsupported("hidden_act", format!("'{act}' (the llama family uses silu)"));
     }
-    let rope_scaling = rope_scaling(r);
+    let (rope_theta, rope_scaling) = rope(r);
     let qwen = model_type == "qwen2";
     let attention_bias = r.opt_bool("attention_bias").unwrap_or(false);
     if qwen {
         // Qwen2 attention has q/k/v biases, no output bias; sliding windows are off by default.
         if r.opt_bool("use_sliding_window").unwrap_or(false) {
             r.unsupported("use_sliding_window", "sliding-window attention".into());
+        }
+    }
+    if let Some(types) = r.obj.get("layer_types").and_then(|t| t.as_array()) {
+        if let Some(t) = types.iter().find(|t| t.as_str() != Some("full_attention")) {
+            r.unsupported("layer_types", format!("layer type {t} (only full_attention)"));
         }
     }
     for key in ["pretraining_tp"] {
@@ -136,7 +141,7 @@ fn decoder(r: &mut Reader, model_type: &str) -> DecoderConfig {
         num_kv_heads,
         head_dim,
         rms_norm_eps: r.opt_f64("rms_norm_eps").unwrap_or(1e-6),
-        rope_theta: r.opt_f64("rope_theta").unwrap_or(10000.0),
+        rope_theta,
         rope_scaling,
         max_position_embeddings: r.opt_usize("max_position_embeddings").unwrap_or(2048),
         tie_word_embeddings: r.opt_bool("tie_word_embeddings").unwrap_or(false),
@@ -146,32 +151,52 @@ fn decoder(r: &mut Reader, model_type: &str) -> DecoderConfig {
     }
 }
 
-fn rope_scaling(r: &mut Reader) -> RopeScaling {
-    let Some(v) = r.obj.get("rope_scaling").cloned() else { return RopeScaling::None };
-    if v.is_null() {
-        return RopeScaling::None;
-    }
-    let Some(o) = v.as_object() else {
-        r.unsupported("rope_scaling", format!("{v} is not an object"));
-        return RopeScaling::None;
+/// RoPE base and scaling: `rope_theta` + `rope_scaling` (transformers 4) or one
+/// `rope_parameters` object holding both (transformers 5).
+fn rope(r: &mut Reader) -> (f64, RopeScaling) {
+    let (key, params) = match (r.obj.get("rope_parameters"), r.obj.get("rope_scaling")) {
+        (Some(p), _) if !p.is_null() => ("rope_parameters", p.clone()),
+        (_, Some(p)) => ("rope_scaling", p.clone()),
+        _ => ("rope_scaling", Value::Null),
     };
-    let kind = o.get("rope_type").or_else(|| o.get("type")).and_then(|t| t.as_str()).unwrap_or("<missing>");
-    if kind != "llama3" {
-        r.unsupported("rope_scaling", format!("rope_type '{kind}' (supported: null, llama3)"));
-        return RopeScaling::None;
+    let mut theta = r.opt_f64("rope_theta");
+    if params.is_null() {
+        return (theta.unwrap_or(10000.0), RopeScaling::None);
     }
-    let mut num = |key: &str| match o.get(key).and_then(|x| x.as_f64()) {
-        Some(x) if x > 0.0 => x,
-        _ => {
-            r.unsupported("rope_scaling", format!("llama3 scaling needs a positive '{key}'"));
-            1.0
+    let Some(o) = params.as_object() else {
+        r.unsupported(key, format!("{params} is not an object"));
+        return (theta.unwrap_or(10000.0), RopeScaling::None);
+    };
+    if let Some(t) = o.get("rope_theta") {
+        match t.as_f64().filter(|t| *t > 0.0) {
+            Some(t) => theta = Some(t),
+            None => r.unsupported(key, format!("rope_theta {t} is not a positive number")),
         }
-    };
-    RopeScaling::Llama3 {
-        factor: num("factor"),
-        low_freq_factor: num("low_freq_factor"),
-        high_freq_factor: num("high_freq_factor"),
-        original_max_position_embeddings: num("original_max_position_embeddings"),
+    }
+    let theta = theta.unwrap_or(10000.0);
+    let kind = o.get("rope_type").or_else(|| o.get("type")).and_then(|t| t.as_str()).unwrap_or("default");
+    match kind {
+        "default" => (theta, RopeScaling::None),
+        "llama3" => {
+            let mut num = |name: &str| match o.get(name).and_then(|x| x.as_f64()) {
+                Some(x) if x > 0.0 => x,
+                _ => {
+                    r.unsupported(key, format!("llama3 scaling needs a positive '{name}'"));
+                    1.0
+                }
+            };
+            let scaling = RopeScaling::Llama3 {
+                factor: num("factor"),
+                low_freq_factor: num("low_freq_factor"),
+                high_freq_factor: num("high_freq_factor"),
+                original_max_position_embeddings: num("original_max_position_embeddings"),
+            };
+            (theta, scaling)
+        }
+        other => {
+            r.unsupported(key, format!("rope_type '{other}' (supported: default, llama3)"));
+            (theta, RopeScaling::None)
+        }
     }
 }
 
@@ -293,6 +318,20 @@ mod tests {
         let ModelConfig::Decoder(c) = ModelConfig::parse(SMOLLM).unwrap() else { panic!("not a decoder") };
         assert_eq!((c.head_dim, c.num_kv_heads, c.tie_word_embeddings, c.qkv_bias), (16, 2, true, false));
         assert_eq!(c.rope_scaling, RopeScaling::None);
+    }
+
+    #[test]
+    fn transformers_5_rope_parameters_read_like_rope_theta_and_scaling() {
+        let v5 = SMOLLM.replace(
+            "\"rope_theta\":10000.0,\"rope_scaling\":null",
+            "\"rope_parameters\":{\"rope_theta\":500000.0,\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192}",
+        );
+        let ModelConfig::Decoder(c) = ModelConfig::parse(&v5).unwrap() else { panic!("not a decoder") };
+        assert_eq!(c.rope_theta, 500000.0);
+        assert_eq!(
+            c.rope_scaling,
+            RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192.0 }
+        );
     }
 
     #[test]

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Small random-weight Hugging Face checkpoints and their reference outputs, for odc's tests.
+
+    python scripts/hf_reference.py OUT_DIR [--models llama,llama3,qwen2,bert]
+
+For each family, builds a tiny model with `transformers` (seeded random weights), saves it as a
+checkpoint directory (`config.json` + `model.safetensors`, as `save_pretrained` writes it) under
+OUT_DIR/<name>/, and beside it, computed by `transformers` itself on the CPU in float32:
+
+* `input_ids.npy` (i64 [1, T]): fixed token ids;
+* `logits.npy` (f32 [1, T, vocab]) for decoders, `last_hidden_state.npy` (f32 [1, T, hidden])
+  and `pooler_output.npy` (f32 [1, hidden]) for BERT (with `token_type_ids.npy` and
+  `attention_mask.npy`, the latter masking the last two positions);
+* decoders: `greedy.npy` (i64 [G]): the greedy continuation of input_ids (G = 32 new tokens).
+
+Needs torch and transformers (scripts/requirements-hf.txt; scripts/setup-venv.sh builds that venv).
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import transformers
+
+T = 12        # prompt tokens
+GREEDY = 32   # new tokens of the greedy reference
+
+DECODER = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, vocab_size=96, max_position_embeddings=256, rms_norm_eps=1e-5)
+
+
+def configs():
+    return {
+        # SmolLM-style: grouped-query attention, tied embeddings.
+        "llama": transformers.LlamaConfig(**DECODER, rope_theta=10000.0, tie_word_embeddings=True),
+        # Llama 3.x: untied head, rope_theta 500000 and llama3 frequency rescaling, MHA.
+        "llama3": transformers.LlamaConfig(**{**DECODER, "num_key_value_heads": 4}, rope_theta=500000.0,
+                                           tie_word_embeddings=False,
+                                           rope_scaling={"rope_type": "llama3", "factor": 8.0,
+                                                         "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                         "original_max_position_embeddings": 64}),
+        # Qwen2: q/k/v biases.
+        "qwen2": transformers.Qwen2Config(**DECODER, rope_theta=1000000.0, tie_word_embeddings=True),
+        "bert": transformers.BertConfig(vocab_size=96, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                        intermediate_size=128, max_position_embeddings=64, type_vocab_size=2),
+    }
+
+
+def randomize(model, seed):
+    # The default init leaves biases and norms at 0/1; random values make every term count.
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2 + (1.0 if p.ndim == 1 and p.mean() == 1.0 else 0.0))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--models", default="llama,llama3,qwen2,bert")
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    all_configs = configs()
+    for i, name in enumerate(a.models.split(",")):
+        if name not in all_configs:
+            sys.exit(f"unknown model {name}; choose from {', '.join(all_configs)}")
+        cfg = all_configs[name]
+        d = os.path.join(a.out, name)
+        os.makedirs(d, exist_ok=True)
+        if name == "bert":
+            model = transformers.BertModel(cfg)
+        else:
+            model = transformers.AutoModelForCausalLM.from_config(cfg)
+        randomize(model, 1000 + i)
+        model = model.float().eval()
+        model.save_pretrained(d, safe_serialization=True)
+        ids = torch.tensor([[(7 * k + 3 + i) % cfg.vocab_size for k in range(T)]], dtype=torch.long)
+        np.save(os.path.join(d, "input_ids.npy"), ids.numpy())
+        with torch.no_grad():
+            if name == "bert":
+                types = torch.tensor([[0] * (T // 2) + [1] * (T - T // 2)], dtype=torch.long)
+                mask = torch.ones_like(ids)
+                mask[0, -2:] = 0
+                out = model(input_ids=ids, token_type_ids=types, attention_mask=mask)
+                np.save(os.path.join(d, "token_type_ids.npy"), types.numpy())
+                np.save(os.path.join(d, "attention_mask.npy"), mask.numpy())
+                np.save(os.path.join(d, "last_hidden_state.npy"), out.last_hidden_state.numpy())
+                np.save(os.path.join(d, "pooler_output.npy"), out.pooler_output.numpy())
+            else:
+                np.save(os.path.join(d, "logits.npy"), model(ids).logits.numpy())
+                gen = model.generate(ids, max_new_tokens=GREEDY, do_sample=False, min_new_tokens=GREEDY,
+                                     pad_token_id=0, eos_token_id=None)
+                np.save(os.path.join(d, "greedy.npy"), gen[0, T:].numpy())
+        with open(os.path.join(d, "reference.json"), "w") as f:
+            json.dump({"torch": torch.__version__, "transformers": transformers.__version__, "tokens": T}, f)
+        print(f"{name}: {sum(p.numel() for p in model.parameters())} parameters -> {d}")
+
+
+if __name__ == "__main__":
+    main()
