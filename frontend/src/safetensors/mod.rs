@@ -6,14 +6,16 @@
 //! Must not: copy NN building blocks — the graph builders use `odc_passes::nn` like the ONNX
 //! importer does.
 
+pub mod bert;
 pub mod config;
+pub mod decoder;
 pub mod weights;
 
 pub use config::{BertConfig, DecoderConfig, ModelConfig, RopeScaling};
 pub use weights::CheckpointWeights;
 
 use crate::source::{Checkpoint, DeclaredInput, ImportOptions};
-use crate::{FrontendError, Unsupported};
+use crate::FrontendError;
 use odc_ir::{DType, Evaluator, Graph, SymDim};
 
 /// The inputs a checkpoint's graph takes: token ids `[batch, sequence]` (and BERT's token types
@@ -30,15 +32,51 @@ pub fn declared_inputs(config: &ModelConfig) -> Vec<DeclaredInput> {
     }
 }
 
-/// Build the graph of a checkpoint.
-pub fn import(c: &Checkpoint, _opts: &ImportOptions, _eval: &dyn Evaluator) -> Result<Graph, FrontendError> {
-    let model_type = match &c.config {
-        ModelConfig::Decoder(d) => d.model_type.clone(),
-        ModelConfig::Bert(_) => "bert".into(),
+/// `[batch, sequence]` of the token inputs: `--shape input_ids=BxS`, or `--dim batch=B`
+/// (default 1) and `--dim sequence=S` (required).
+fn token_shape(opts: &ImportOptions, max_positions: usize) -> Result<(usize, usize), FrontendError> {
+    let (batch, seq) = match opts.input_shapes.get("input_ids") {
+        Some(s) if s.len() == 2 => (s[0], s[1]),
+        Some(s) => return Err(FrontendError::Shape(format!("input 'input_ids' is [batch, sequence]; --shape gave {s:?}"))),
+        None => {
+            let seq = opts.dims.get("sequence").copied().ok_or_else(|| {
+                FrontendError::Shape(
+                    "input shapes are not fully known: 'input_ids' has symbolic dimension 'sequence'; pass --dim sequence=N (and --dim batch=B, default 1) or --shape input_ids=BxN".into(),
+                )
+            })?;
+            (opts.dims.get("batch").copied().unwrap_or(1), seq)
+        }
     };
-    Err(FrontendError::UnsupportedList(vec![Unsupported {
-        node: "config.json".into(),
-        op: model_type.clone(),
-        reason: format!("building the graph of a '{model_type}' checkpoint is not implemented yet"),
-    }]))
+    if batch == 0 || seq == 0 {
+        return Err(FrontendError::Shape(format!("input_ids shape [{batch}, {seq}] is empty")));
+    }
+    if seq > max_positions {
+        return Err(FrontendError::Shape(format!("sequence {seq} is longer than the model's max_position_embeddings {max_positions}")));
+    }
+    Ok((batch, seq))
+}
+
+/// Build the graph of a checkpoint.
+pub fn import(c: &Checkpoint, opts: &ImportOptions, eval: &dyn Evaluator) -> Result<Graph, FrontendError> {
+    let mut b = odc_passes::Builder::new(eval);
+    let outputs = match &c.config {
+        ModelConfig::Decoder(d) => {
+            let (batch, seq) = token_shape(opts, d.max_position_embeddings)?;
+            vec![("logits", decoder::build(&mut b, d, &c.weights, batch, seq)?)]
+        }
+        ModelConfig::Bert(cfg) => {
+            let (batch, seq) = token_shape(opts, cfg.max_position_embeddings)?;
+            let (hidden, pooled) = bert::build(&mut b, cfg, &c.weights, batch, seq)?;
+            let mut outs = vec![("last_hidden_state", hidden)];
+            outs.extend(pooled.map(|p| ("pooler_output", p)));
+            outs
+        }
+    };
+    let mut g = b.finish();
+    for (name, n) in outputs {
+        g.set_output(name, n);
+    }
+    g.remove_dead();
+    g.verify()?;
+    Ok(g)
 }
