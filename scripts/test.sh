@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: prepares test data (Python venv, ONNX node tests, real models with ONNX
-# Runtime reference outputs) and runs every Rust test in release mode.
+# Runtime reference outputs, Hugging Face checkpoints with transformers' outputs) and runs every
+# Rust test in release mode.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -10,5 +11,14 @@ export ODC_REAL_MODELS="$root/build/real-models"
 if [ ! -f "$ODC_REAL_MODELS/.complete" ]; then
   "$py" scripts/real_models.py "$ODC_REAL_MODELS" --models resnet50,squeezenet,shufflenet,inception_v1,densenet121
   touch "$ODC_REAL_MODELS/.complete"
+fi
+# Hugging Face checkpoints with transformers' outputs (torch is large: its own venv, built once).
+export ODC_HF_MODELS="$root/build/hf-models"
+hf_stamp="$ODC_HF_MODELS/.complete-$(cat scripts/hf_reference.py scripts/requirements-hf.txt | sha256sum | cut -c1-16)"
+if [ ! -f "$hf_stamp" ]; then
+  hf_py=$(scripts/setup-venv.sh "$root/.venv-hf" "$root/scripts/requirements-hf.txt" | tail -n 1)
+  rm -rf "$ODC_HF_MODELS"
+  "$hf_py" scripts/hf_reference.py "$ODC_HF_MODELS" >&2
+  touch "$hf_stamp"
 fi
 cargo test --release --workspace "$@"

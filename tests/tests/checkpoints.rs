@@ -1,0 +1,126 @@
+//! Hugging Face checkpoints against `transformers`: tiny random-weight llama, llama3 (rope
+//! scaling), qwen2 and bert checkpoints with their reference outputs, prepared by
+//! scripts/hf_reference.py (scripts/test.sh runs it; `ODC_HF_MODELS` points at them). Every
+//! output within 1e-4 relative of the largest reference magnitude; checkpoints whose config and
+//! tensors disagree are precise errors.
+
+use odc::{npy, CompileOptions, Timings};
+use std::path::{Path, PathBuf};
+
+fn models() -> PathBuf {
+    let dir = std::env::var("ODC_HF_MODELS").map(PathBuf::from).unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("build/hf-models")
+    });
+    assert!(dir.join("llama/config.json").is_file(), "{} has no reference checkpoints: run scripts/test.sh", dir.display());
+    dir
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn inputs(dir: &Path, names: &[&str]) -> (CompileOptions, Vec<npy::NpyTensor>) {
+    let mut opts = CompileOptions::default();
+    let ts: Vec<npy::NpyTensor> = names.iter().map(|n| npy::read(&dir.join(format!("{n}.npy"))).unwrap()).collect();
+    for (n, t) in names.iter().zip(&ts) {
+        opts.input_shapes.insert(n.to_string(), t.shape.clone());
+    }
+    (opts, ts)
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
+    assert!(worst <= 1e-4 * scale, "{what}: max |diff| {worst} > 1e-4 x {scale}");
+}
+
+fn check(name: &str, input_names: &[&str], output_names: &[&str]) {
+    let dir = models().join(name);
+    let (opts, ts) = inputs(&dir, input_names);
+    let mut t = Timings::default();
+    let g = odc::import_path(&dir, &opts, &mut t).unwrap();
+    let jit = odc::compile_jit(&g, &opts, &mut t).unwrap();
+    let names: Vec<&str> = jit.outputs().iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, output_names);
+    let bufs: Vec<&[u8]> = ts.iter().map(|t| t.data.as_slice()).collect();
+    let outs = jit.run(&bufs).unwrap();
+    for (o, out) in output_names.iter().zip(&outs) {
+        let want = npy::read(&dir.join(format!("{o}.npy"))).unwrap();
+        assert_close(&format!("{name} {o}"), &f32s(out), &f32s(&want.data));
+    }
+}
+
+#[test]
+fn llama_logits_match_transformers() {
+    check("llama", &["input_ids"], &["logits"]);
+}
+
+#[test]
+fn llama3_rope_scaling_logits_match_transformers() {
+    check("llama3", &["input_ids"], &["logits"]);
+}
+
+#[test]
+fn qwen2_logits_match_transformers() {
+    check("qwen2", &["input_ids"], &["logits"]);
+}
+
+#[test]
+fn bert_hidden_states_and_pooler_match_transformers() {
+    check("bert", &["input_ids", "token_type_ids", "attention_mask"], &["last_hidden_state", "pooler_output"]);
+}
+
+#[test]
+fn a_checkpoint_compiles_to_a_module_that_the_runtime_runs() {
+    let dir = models().join("qwen2");
+    let (opts, ts) = inputs(&dir, &["input_ids"]);
+    let out = std::env::temp_dir().join(format!("odc-ckpt-aot-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let req = odc::AotRequest {
+        target: Default::default(),
+        prefix: None,
+        emit: vec![odc::Emit::SharedLib],
+        weights: odc_backends::aot::WeightsPlacement::Embedded,
+        linker: None,
+        output: out.join("qwen.o"),
+    };
+    let written = odc::compile_aot(&dir, &opts, &req, &mut Timings::default()).unwrap();
+    let so = written.iter().find(|p| p.extension().is_some_and(|e| e == "so")).unwrap();
+    let mut m = odc_runtime::Module::load_with_prefix(so, "qwen2").unwrap();
+    let mut logits = vec![0u8; m.info().outputs[0].byte_len];
+    m.run(&[&ts[0].data], &mut [&mut logits]).unwrap();
+    assert_close("qwen2 AOT logits", &f32s(&logits), &f32s(&npy::read(&dir.join("logits.npy")).unwrap().data));
+}
+
+/// A copy of the llama checkpoint with `edit` applied to its config.
+fn edited(name: &str, edit: impl Fn(&str) -> String) -> PathBuf {
+    let src = models().join("llama");
+    let d = std::env::temp_dir().join(format!("odc-ckpt-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(src.join("model.safetensors"), d.join("model.safetensors")).unwrap();
+    std::fs::write(d.join("config.json"), edit(&std::fs::read_to_string(src.join("config.json")).unwrap())).unwrap();
+    d
+}
+
+fn import_error(dir: &Path) -> String {
+    let mut opts = CompileOptions::default();
+    opts.dims.insert("sequence".into(), 4);
+    odc::import_path(dir, &opts, &mut Timings::default()).unwrap_err().to_string()
+}
+
+#[test]
+fn configs_that_disagree_with_the_tensors_are_precise_errors() {
+    let d = edited("shape", |c| c.replace("\"intermediate_size\": 160", "\"intermediate_size\": 150"));
+    assert_eq!(import_error(&d), "invalid model: tensor 'model.layers.0.mlp.gate_proj.weight' has shape [160, 64], the config implies [150, 64]");
+    let d = edited("layers", |c| c.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3"));
+    assert_eq!(import_error(&d), "invalid model: the checkpoint has no tensor 'model.layers.2.input_layernorm.weight'");
+    let d = edited("arch", |c| c.replace("\"model_type\": \"llama\"", "\"model_type\": \"gpt_neox\""));
+    assert!(import_error(&d).contains("architecture 'gpt_neox' (LlamaForCausalLM) is not supported"));
+    let mut opts = CompileOptions::default();
+    opts.dims.insert("sequence".into(), 300);
+    let e = odc::import_path(&models().join("llama"), &opts, &mut Timings::default()).unwrap_err().to_string();
+    assert_eq!(e, "sequence 300 is longer than the model's max_position_embeddings 256");
+    let e = odc::import_path(&models().join("llama"), &CompileOptions::default(), &mut Timings::default()).unwrap_err().to_string();
+    assert!(e.contains("pass --dim sequence=N"), "{e}");
+}
