@@ -8,6 +8,7 @@ use super::{raw_type, Body, BufDecl, Expr, KBinary, KUnary, Kernel, Schedule, Va
 use odc_ir::{DType, ReduceOp};
 use std::collections::HashMap;
 
+/// Builds kernels: hash-conses nodes and simplifies as it goes.
 #[derive(Default)]
 pub struct KernelBuilder {
     nodes: Vec<Expr>,
