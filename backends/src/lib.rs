@@ -21,7 +21,6 @@ pub mod aot;
 pub mod bindings;
 pub mod codegen;
 pub mod error;
-mod gemm;
 pub mod jit;
 pub mod kernel;
 pub mod lower;

@@ -16,7 +16,9 @@
 //!   block passes over it, and a `kc x nr` sliver of B stays in L1 across the row tiles.
 
 use crate::kernel::{Body, Kernel};
-use std::fmt;
+// The schedule's data types belong to the kernel IR (a kernel carries its schedule); they are
+// re-exported here, where they have always been named.
+pub use crate::kernel::{GemmTile, LoopOrder, Parallel, Schedule, UNROLL_REDUCE};
 
 /// What the scheduler knows about a target's core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,68 +59,6 @@ impl Machine {
     pub const SCALAR: Machine =
         Machine { lanes: 1, registers: 24, fma_in_place: true, a_by_lane: false, fma_per_cycle: 1, loads_per_cycle: 1, k_unroll: K_UNROLL };
 }
-
-/// The register tile and cache blocking of a GEMM kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GemmTile {
-    /// Rows of A per microkernel.
-    pub mr: usize,
-    /// Columns of B per microkernel (a multiple of 4).
-    pub nr: usize,
-    /// How far the microkernel's `k` loop is unrolled.
-    pub k_unroll: usize,
-    /// `k` block length (partial sums are kept in the output between blocks).
-    pub kc: usize,
-    /// Rows per L2 block of A.
-    pub mc: usize,
-}
-
-/// The loop split across the thread pool.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Parallel {
-    /// Runs on the calling thread: not safe to split (a scatter, a packed output) or too
-    /// little work to repay waking the other threads.
-    Sequential,
-    /// A map's outermost `loops` loops, flattened into one.
-    Outer { loops: usize },
-    /// A GEMM's (batch point, column block) pairs.
-    ColumnBlocks,
-}
-
-/// The loop nest's shape (see the module doc).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LoopOrder {
-    /// Output axes outermost first.
-    OutputAxes,
-    /// `k` blocks, row blocks, column blocks, row tiles, `k` steps.
-    GemmBlocked,
-    /// Update points in order (scatters run sequentially).
-    UpdateAxes,
-}
-
-/// How one kernel runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Schedule {
-    pub order: LoopOrder,
-    pub parallel: Parallel,
-    /// Lanes of the innermost output loop (of a GEMM's column vectors): 4 or 1 (scalar).
-    pub vector_lanes: usize,
-    /// Reductions of at most this many steps are fully unrolled.
-    pub unroll_reduce: i64,
-    /// A GEMM's tile; `None` for other kernels.
-    pub tile: Option<GemmTile>,
-}
-
-impl Default for Schedule {
-    /// Sequential and scalar: correct for every kernel, fast for none.
-    fn default() -> Self {
-        Schedule { order: LoopOrder::OutputAxes, parallel: Parallel::Sequential, vector_lanes: 1, unroll_reduce: UNROLL_REDUCE, tile: None }
-    }
-}
-
-/// Reductions of at most this many steps (convolution and pooling windows) are unrolled, so
-/// their indices become constants and their loads plain offsets.
-pub const UNROLL_REDUCE: i64 = 8;
 
 /// Estimated single-thread time below which a kernel runs on the calling thread only: handing
 /// half of a loop to a polling pool thread and joining it costs one to two microseconds
@@ -252,22 +192,6 @@ pub fn schedule_kernel(k: &Kernel, machine: &Machine) -> Schedule {
 pub fn schedule_program(prog: &mut crate::Program, machine: &Machine) {
     for k in &mut prog.kernels {
         k.schedule = schedule_kernel(k, machine);
-    }
-}
-
-impl fmt::Display for Schedule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.parallel {
-            Parallel::Sequential => write!(f, "sequential")?,
-            Parallel::Outer { loops: 1 } => write!(f, "parallel outer loop")?,
-            Parallel::Outer { loops } => write!(f, "parallel outer {loops} loops flattened")?,
-            Parallel::ColumnBlocks => write!(f, "parallel column blocks")?,
-        }
-        write!(f, ", vector {}", self.vector_lanes)?;
-        match self.tile {
-            Some(t) => write!(f, ", tile {}x{}, k unroll {}, kc {}, mc {}", t.mr, t.nr, t.k_unroll, t.kc, t.mc),
-            None => write!(f, ", unroll reductions <= {}", self.unroll_reduce),
-        }
     }
 }
 

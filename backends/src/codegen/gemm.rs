@@ -8,7 +8,7 @@
 //! adds, ... fused by the lowering) and stored. Row and column tails get their own microkernel
 //! instances, so no load ever leaves its operand.
 
-use crate::codegen::{flags, vflags, Cg, Memo, VVal};
+use super::{flags, vflags, Cg, Memo, VVal};
 use crate::kernel::{Expr, Gemm, GemmElem, GemmOperand, Var};
 use crate::schedule::GemmTile;
 use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
@@ -340,7 +340,7 @@ impl<'k, 'f> Cg<'k, 'f> {
                         if tile.nv > 0 {
                             let a4 = cg.b.ins().load(types::I32, flags(), ap, a_off);
                             let a4 = cg.b.ins().splat(types::I32X4, a4);
-                            let a4 = cg.b.ins().bitcast(types::I8X16, crate::codegen::bflags(), a4);
+                            let a4 = cg.b.ins().bitcast(types::I8X16, super::bflags(), a4);
                             for v in 0..tile.nv {
                                 let i = r * tile.nv + v;
                                 accs[i] = cg.dot4(accs[i], a4, a_signed, bv[v], b_signed);
