@@ -4,10 +4,11 @@
 //! has one. Outputs: `last_hidden_state [batch, sequence, hidden]`, `pooler_output [batch, hidden]`.
 
 use super::config::BertConfig;
-use super::decoder::{attention, linear, merge_heads, split_heads, weight};
+use super::decoder::{linear, weight};
 use super::weights::CheckpointWeights;
 use crate::FrontendError;
 use odc_ir::{BinaryOp, DType, NodeId, Op, TensorType, UnaryOp};
+use odc_passes::nn::AttentionOptions;
 use odc_passes::Builder;
 
 fn layer_norm(b: &mut Builder, w: &CheckpointWeights, x: NodeId, name: &str, hidden: usize, eps: f64) -> Result<NodeId, FrontendError> {
@@ -43,18 +44,18 @@ pub fn build(b: &mut Builder, c: &BertConfig, w: &CheckpointWeights, batch: usiz
     let keep = b.binary_c(BinaryOp::Sub, m, 1.0)?;
     let bias = b.binary_c(BinaryOp::Mul, keep, -(f32::MIN as f64))?;
     let bias = b.reshape(bias, &[batch, 1, 1, seq])?;
-    let scale = 1.0 / (head_dim as f64).sqrt();
+    let attention = AttentionOptions::for_head_dim(head_dim).with_bias(bias);
     for l in 0..c.num_layers {
         let lp = format!("{p}encoder.layer.{l}");
         b.origin = lp.clone();
         let q = linear(b, w, x, &format!("{lp}.attention.self.query"), h, h, true)?;
         let k = linear(b, w, x, &format!("{lp}.attention.self.key"), h, h, true)?;
         let v = linear(b, w, x, &format!("{lp}.attention.self.value"), h, h, true)?;
-        let q = split_heads(b, q, c.num_heads, head_dim)?;
-        let k = split_heads(b, k, c.num_heads, head_dim)?;
-        let v = split_heads(b, v, c.num_heads, head_dim)?;
-        let a = attention(b, q, k, v, Some(bias), scale)?;
-        let a = merge_heads(b, a)?;
+        let q = b.split_heads(q, c.num_heads)?;
+        let k = b.split_heads(k, c.num_heads)?;
+        let v = b.split_heads(v, c.num_heads)?;
+        let a = b.attention(q, k, v, &attention)?.output;
+        let a = b.merge_heads(a)?;
         let a = linear(b, w, a, &format!("{lp}.attention.output.dense"), h, h, true)?;
         let a = b.add2(a, x)?;
         let a = layer_norm(b, w, a, &format!("{lp}.attention.output.LayerNorm"), h, c.layer_norm_eps)?;

@@ -3,39 +3,12 @@
 use super::{one, R};
 use crate::onnx::{tensor::dtype_from_onnx, Importer, NodeCtx, Value};
 use crate::FrontendError;
-use odc_ir::{BinaryOp, DType, NodeId, Op, ReduceOp, Scalar, UnaryOp};
+use odc_ir::{BinaryOp, DType, NodeId, Op, Scalar, UnaryOp};
+use odc_passes::nn::{AttentionOptions, CausalOffset, FullyMaskedRows, RopeOptions};
 use odc_passes::Builder;
 
 fn inval(msg: impl Into<String>) -> FrontendError {
     FrontendError::Invalid(msg.into())
-}
-
-/// [B, S, H*D] -> [B, H, S, D]
-fn split_heads(b: &mut Builder, x: NodeId, heads: usize) -> Result<NodeId, FrontendError> {
-    let s = b.shape(x);
-    if heads == 0 || s[2] % heads != 0 {
-        return Err(inval(format!("hidden size {} is not divisible by {heads} heads", s[2])));
-    }
-    let r = b.reshape(x, &[s[0], s[1], heads, s[2] / heads])?;
-    Ok(b.transpose(r, &[0, 2, 1, 3])?)
-}
-
-/// Repeat each head `reps` times along axis 1 (np.repeat semantics).
-fn repeat_heads(b: &mut Builder, x: NodeId, reps: usize) -> Result<NodeId, FrontendError> {
-    if reps == 1 {
-        return Ok(x);
-    }
-    let s = b.shape(x);
-    let u = b.reshape(x, &[s[0], s[1], 1, s[2], s[3]])?;
-    let e = b.expand(u, &[s[0], s[1], reps, s[2], s[3]])?;
-    Ok(b.reshape(e, &[s[0], s[1] * reps, s[2], s[3]])?)
-}
-
-/// `select(allowed, 0, -inf)` as a tensor of `dt`.
-fn bias_from_mask(b: &mut Builder, allowed: NodeId, dt: DType) -> Result<NodeId, FrontendError> {
-    let z = b.scalar(dt, 0.0)?;
-    let ninf = b.scalar(dt, f64::NEG_INFINITY)?;
-    Ok(b.select(allowed, z, ninf)?)
 }
 
 pub fn attention(imp: &mut Importer, n: &NodeCtx) -> R {
@@ -52,16 +25,14 @@ pub fn attention(imp: &mut Importer, n: &NodeCtx) -> R {
     let (q, k, v) = if rank == 3 {
         let qh = n.attr_i("q_num_heads", 0) as usize;
         let kvh = n.attr_i("kv_num_heads", 0) as usize;
-        (split_heads(b, q, qh)?, split_heads(b, k, kvh)?, split_heads(b, v, kvh)?)
+        (b.split_heads(q, qh)?, b.split_heads(k, kvh)?, b.split_heads(v, kvh)?)
     } else if rank == 4 {
         (q, k, v)
     } else {
         return Err(inval("Attention takes 3-D or 4-D Q, K, V"));
     };
     let qs = b.shape(q);
-    let (batch, q_heads, q_len, head) = (qs[0], qs[1], qs[2], qs[3]);
-    let scale = if n.has_attr("scale") { n.attr_f("scale", 1.0) as f64 } else { 1.0 / (head as f64).sqrt() };
-    let sqrt_scale = scale.sqrt();
+    let (batch, q_len, head) = (qs[0], qs[2], qs[3]);
     let k_all = match past_k {
         Some(p) => b.concat(&[p, k], 2)?,
         None => k,
@@ -73,8 +44,7 @@ pub fn attention(imp: &mut Importer, n: &NodeCtx) -> R {
     let kv_len = b.shape(k_all)[2];
     let past_len = past_k.map(|p| b.shape(p)[2]).unwrap_or(0);
     // Attention bias, built as a broadcastable tensor of dt.
-    let zero_bias = b.full(dt, &[q_len, kv_len], 0.0)?;
-    let mut bias = zero_bias;
+    let mut bias = b.full(dt, &[q_len, kv_len], 0.0)?;
     let mask = match mask {
         Some(m) => {
             let ml = *b.shape(m).last().unwrap();
@@ -91,41 +61,39 @@ pub fn attention(imp: &mut Importer, n: &NodeCtx) -> R {
         None => None,
     };
     let mask_bias = match mask {
-        Some(m) if b.dtype(m) == DType::Bool => Some(bias_from_mask(b, m, dt)?),
+        Some(m) if b.dtype(m) == DType::Bool => Some(b.bias_from_mask(m, dt)?),
         Some(m) => Some(b.cast(m, dt)?),
         None => None,
     };
-    // Per-batch frontier offset for the causal/window masks (external cache), else a constant.
-    let offset: Option<NodeId> = match (nonpad, past_k) {
+    // The causal/window frontier: per batch from the non-padded lengths (external cache), else
+    // after the past keys.
+    let offset = match (nonpad, past_k) {
         (Some(np), None) => {
             let l = b.cast(np, DType::I64)?;
             let l = b.binary_c(BinaryOp::Sub, l, q_len as f64)?;
-            Some(b.reshape(l, &[batch, 1, 1, 1])?)
+            CausalOffset::Tensor(b.reshape(l, &[batch, 1, 1, 1])?)
         }
-        _ => None,
+        _ => CausalOffset::Fixed(past_len),
     };
-    let i_idx = b.iota(DType::I64, &[q_len, kv_len], 0)?;
-    let j_idx = b.iota(DType::I64, &[q_len, kv_len], 1)?;
-    let i_plus = match offset {
-        Some(o) => b.add2(i_idx, o)?,
-        None => b.binary_c(BinaryOp::Add, i_idx, past_len as f64)?,
-    };
-    if n.attr_i("is_causal", 0) != 0 {
-        if let Some(mb) = mask_bias {
-            bias = b.add2(bias, mb)?;
-        }
-        let allowed = b.binary(BinaryOp::Le, j_idx, i_plus)?;
-        let c = bias_from_mask(b, allowed, dt)?;
-        bias = b.add2(bias, c)?;
-    } else if let Some(mb) = mask_bias {
+    if let Some(mb) = mask_bias {
         bias = b.add2(bias, mb)?;
+    }
+    if n.attr_i("is_causal", 0) != 0 {
+        let allowed = b.causal_allowed(q_len, kv_len, offset)?;
+        let c = b.bias_from_mask(allowed, dt)?;
+        bias = b.add2(bias, c)?;
     }
     let left = n.attr_i("left_window_size", -1);
     let right = n.attr_i("right_window_size", -1);
     if left >= 0 || right >= 0 {
+        let i_idx = b.iota(DType::I64, &[q_len, kv_len], 0)?;
+        let j_idx = b.iota(DType::I64, &[q_len, kv_len], 1)?;
+        let i_plus = match offset {
+            CausalOffset::Tensor(o) => b.add2(i_idx, o)?,
+            CausalOffset::Fixed(p) => b.binary_c(BinaryOp::Add, i_idx, p as f64)?,
+        };
         let diff = b.sub(i_plus, j_idx)?;
-        let t = b.full(DType::Bool, &b.shape(diff), 1.0)?;
-        let mut allowed = t;
+        let mut allowed = b.full(DType::Bool, &b.shape(diff), 1.0)?;
         if left >= 0 {
             let c = b.scalar(DType::I64, left as f64)?;
             let ok = b.binary(BinaryOp::Le, diff, c)?;
@@ -137,7 +105,7 @@ pub fn attention(imp: &mut Importer, n: &NodeCtx) -> R {
             let ok = b.binary(BinaryOp::Le, nd, c)?;
             allowed = b.binary(BinaryOp::And, allowed, ok)?;
         }
-        let w = bias_from_mask(b, allowed, dt)?;
+        let w = b.bias_from_mask(allowed, dt)?;
         bias = b.add2(bias, w)?;
     }
     if let Some(np) = nonpad {
@@ -145,71 +113,28 @@ pub fn attention(imp: &mut Importer, n: &NodeCtx) -> R {
         let l = b.reshape(l, &[batch, 1, 1, 1])?;
         let j = b.iota(DType::I64, &[1, 1, 1, kv_len], 3)?;
         let inside = b.binary(BinaryOp::Lt, j, l)?;
-        let p = bias_from_mask(b, inside, dt)?;
+        let p = b.bias_from_mask(inside, dt)?;
         bias = b.add2(bias, p)?;
     }
-    // Grouped-query attention: repeat K/V heads.
-    let kv_heads = b.shape(k_all)[1];
-    let (k_all_r, v_all_r) = if q_heads != kv_heads {
-        if kv_heads == 0 || q_heads % kv_heads != 0 {
-            return Err(inval(format!("{q_heads} query heads are not a multiple of {kv_heads} key/value heads")));
-        }
-        (repeat_heads(b, k_all, q_heads / kv_heads)?, repeat_heads(b, v_all, q_heads / kv_heads)?)
-    } else {
-        (k_all, v_all)
+    let softmax_dtype = match n.attr_i("softmax_precision", 0) {
+        0 => None,
+        t => Some(dtype_from_onnx(t as i32).map_err(|d| FrontendError::Unsupported(format!("softmax_precision {d}")))?),
     };
-    let qsc = b.binary_c(BinaryOp::Mul, q, sqrt_scale)?;
-    let kt = b.transpose(k_all_r, &[0, 1, 3, 2])?;
-    let ksc = b.binary_c(BinaryOp::Mul, kt, sqrt_scale)?;
-    let mut qk = b.matmul(qsc, ksc)?;
-    if n.has_attr("softcap") {
-        let c = n.attr_f("softcap", 0.0) as f64;
-        if c > 0.0 {
-            let d = b.binary_c(BinaryOp::Div, qk, c)?;
-            let t = b.unary(UnaryOp::Tanh, d)?;
-            qk = b.binary_c(BinaryOp::Mul, t, c)?;
-        }
-    }
-    let with_bias = b.add2(qk, bias)?;
-    let sm_in = if n.has_attr("softmax_precision") && n.attr_i("softmax_precision", 0) != 0 {
-        let t = dtype_from_onnx(n.attr_i("softmax_precision", 1) as i32)
-            .map_err(|d| FrontendError::Unsupported(format!("softmax_precision {d}")))?;
-        b.cast(with_bias, t)?
-    } else {
-        with_bias
+    let options = AttentionOptions {
+        scale: if n.has_attr("scale") { n.attr_f("scale", 1.0) as f64 } else { 1.0 / (head as f64).sqrt() },
+        bias: Some(bias),
+        softcap: n.has_attr("softcap").then(|| n.attr_f("softcap", 0.0) as f64),
+        softmax_dtype,
+        fully_masked_rows: FullyMaskedRows::Zero,
     };
-    // Softmax that maps fully masked rows to zeros.
-    let sdt = b.dtype(sm_in);
-    let r4 = b.rank(sm_in) - 1;
-    let m = b.reduce(ReduceOp::Max, sm_in, &[r4], true)?;
-    let masked = b.unary(UnaryOp::IsNegInf, m)?;
-    let z = b.scalar(sdt, 0.0)?;
-    let safe = b.select(masked, z, m)?;
-    let d = b.sub(sm_in, safe)?;
-    let e = b.unary(UnaryOp::Exp, d)?;
-    let s = b.reduce(ReduceOp::Sum, e, &[r4], true)?;
-    let s0 = b.binary(BinaryOp::Eq, s, z)?;
-    let one_c = b.scalar(sdt, 1.0)?;
-    let s = b.select(s0, one_c, s)?;
-    let mut probs = b.div(e, s)?;
-    let br = b.rank(bias);
-    let bias_max = b.reduce(ReduceOp::Max, bias, &[br - 1], true)?;
-    let row_masked = b.unary(UnaryOp::IsNegInf, bias_max)?;
-    probs = b.select(row_masked, z, probs)?;
-    let probs = b.cast(probs, dt)?;
-    let mode = n.attr_i("qk_matmul_output_mode", 0);
-    let qk_out = match mode {
-        2 => with_bias,
-        3 => probs,
-        _ => qk,
+    let a = b.attention(q, k_all, v_all, &options)?;
+    let qk_out = match n.attr_i("qk_matmul_output_mode", 0) {
+        2 => a.biased_scores,
+        3 => a.probs,
+        _ => a.scores,
     };
     let qk_out = b.cast(qk_out, dt)?;
-    let mut y = b.matmul(probs, v_all_r)?;
-    if rank == 3 {
-        let t = b.transpose(y, &[0, 2, 1, 3])?;
-        let ts = b.shape(t);
-        y = b.reshape(t, &[ts[0], ts[1], ts[2] * ts[3]])?;
-    }
+    let y = if rank == 3 { b.merge_heads(a.output)? } else { a.output };
     Ok(vec![Value::Tensor(y), Value::Tensor(k_all), Value::Tensor(v_all), Value::Tensor(qk_out)])
 }
 
@@ -219,66 +144,37 @@ pub fn rotary_embedding(imp: &mut Importer, n: &NodeCtx) -> R {
     let pos = n.opt_input(3);
     let b = &mut imp.b;
     let orig = b.shape(x);
-    let interleaved = n.attr_i("interleaved", 0) != 0;
     // To [B, S, H, D].
     let x4 = if orig.len() == 4 {
         b.transpose(x, &[0, 2, 1, 3])?
     } else {
         let heads = n.attr_i("num_heads", 0) as usize;
-        if heads == 0 || orig[2] % heads != 0 {
+        if orig.len() != 3 || heads == 0 || orig[2] % heads != 0 {
             return Err(inval("RotaryEmbedding on 3-D input needs num_heads dividing the hidden size"));
         }
         b.reshape(x, &[orig[0], orig[1], heads, orig[2] / heads])?
     };
-    let s = b.shape(x4);
-    let head = s[3];
-    let rot = match n.attr_i("rotary_embedding_dim", 0) {
-        0 => head,
-        d => d as usize,
-    };
-    let half = rot / 2;
     let (cos, sin) = match pos {
         Some(p) => (b.add(Op::Gather { axis: 0 }, &[cos, p])?, b.add(Op::Gather { axis: 0 }, &[sin, p])?),
         None => (cos, sin),
     };
-    if b.shape(cos).last() != Some(&half) {
-        return Err(inval("cos_cache's last dimension must be rotary_embedding_dim / 2"));
-    }
+    // [.., S, half] → [.., S, 1, half]: one angle per position, shared by the heads.
     let cs = b.shape(cos);
+    if cs.is_empty() {
+        return Err(inval("cos_cache must have a last dimension of rotary_embedding_dim / 2"));
+    }
     let mut c4 = cs[..cs.len() - 1].to_vec();
-    c4.push(1);
-    c4.push(half);
+    c4.extend([1, cs[cs.len() - 1]]);
     let cos = b.reshape(cos, &c4)?;
     let sin = b.reshape(sin, &c4)?;
-    let xr = b.slice_axis(x4, 3, 0, 1, rot)?;
-    let (x1, x2) = if interleaved {
-        (b.slice_axis(xr, 3, 0, 2, half)?, b.slice_axis(xr, 3, 1, 2, half)?)
-    } else {
-        (b.slice_axis(xr, 3, 0, 1, half)?, b.slice_axis(xr, 3, half as i64, 1, half)?)
+    let options = RopeOptions {
+        interleaved: n.attr_i("interleaved", 0) != 0,
+        rotary_dim: match n.attr_i("rotary_embedding_dim", 0) {
+            0 => None,
+            d => Some(d as usize),
+        },
     };
-    let a = b.mul(cos, x1)?;
-    let c = b.mul(sin, x2)?;
-    let real = b.sub(a, c)?;
-    let d = b.mul(sin, x1)?;
-    let e = b.mul(cos, x2)?;
-    let imag = b.add2(d, e)?;
-    let rotated = if interleaved {
-        let rs = b.shape(real);
-        let mut u = rs.clone();
-        u.push(1);
-        let r1 = b.reshape(real, &u)?;
-        let i1 = b.reshape(imag, &u)?;
-        let c = b.concat(&[r1, i1], 4)?;
-        b.reshape(c, &[rs[0], rs[1], rs[2], rot])?
-    } else {
-        b.concat(&[real, imag], 3)?
-    };
-    let out = if rot < head {
-        let rest = b.slice_axis(x4, 3, rot as i64, 1, head - rot)?;
-        b.concat(&[rotated, rest], 3)?
-    } else {
-        rotated
-    };
+    let out = b.rotary_embedding(x4, cos, sin, &options)?;
     one(if orig.len() == 3 { b.reshape(out, &orig)? } else { b.transpose(out, &[0, 2, 1, 3])? })
 }
 
@@ -288,8 +184,7 @@ pub fn swiglu(imp: &mut Importer, n: &NodeCtx) -> R {
     if b.ty(a) != b.ty(c) {
         return Err(inval("SwiGLU needs inputs of identical shape and type"));
     }
-    let s = b.swish(a, n.attr_f("alpha", 1.0) as f64)?;
-    one(b.mul(s, c)?)
+    one(b.swiglu(a, c, n.attr_f("alpha", 1.0) as f64)?)
 }
 
 pub fn linear_attention(imp: &mut Importer, n: &NodeCtx) -> R {
@@ -316,11 +211,11 @@ pub fn linear_attention(imp: &mut Importer, n: &NodeCtx) -> R {
     let dk = qs[2] / qh;
     let dv = b.shape(v)[2] / kvh;
     let f = DType::F32;
-    let q4 = split_heads(b, q, qh)?;
+    let q4 = b.split_heads(q, qh)?;
     let q4 = b.cast(q4, f)?;
-    let k4 = split_heads(b, k, kvh)?;
+    let k4 = b.split_heads(k, kvh)?;
     let k4 = b.cast(k4, f)?;
-    let v4 = split_heads(b, v, kvh)?;
+    let v4 = b.split_heads(v, kvh)?;
     let v4 = b.cast(v4, f)?;
     let decay4 = match decay {
         Some(d) => {
@@ -329,7 +224,7 @@ pub fn linear_attention(imp: &mut Importer, n: &NodeCtx) -> R {
                 let r = b.reshape(d, &[bs, t, kvh, 1])?;
                 b.transpose(r, &[0, 2, 1, 3])?
             } else if last == kvh * dk {
-                split_heads(b, d, kvh)?
+                b.split_heads(d, kvh)?
             } else {
                 return Err(inval("decay's last dimension must be kv_num_heads or kv_num_heads * d_k"));
             };
@@ -385,7 +280,7 @@ pub fn linear_attention(imp: &mut Importer, n: &NodeCtx) -> R {
         let vr = b.reshape(vt, &[bs, kvh, 1, dv])?;
         let outer = b.mul(kc, vr)?;
         state = b.add2(state, outer)?;
-        let read = repeat_heads(b, state, qh / kvh)?;
+        let read = b.repeat_heads(state, qh / kvh)?;
         let qu = b.reshape(qt, &[bs, qh, 1, dk])?;
         let o = b.matmul(qu, read)?;
         let o = b.binary_c(BinaryOp::Mul, o, scale)?;

@@ -291,89 +291,23 @@ pub fn bitcast(imp: &mut Importer, n: &NodeCtx) -> R {
 pub fn activation(imp: &mut Importer, n: &NodeCtx) -> R {
     let x = n.input(0)?;
     let b = &mut imp.b;
-    let dt = b.dtype(x);
-    let c = |b: &mut odc_passes::Builder, v: f64| b.scalar(dt, v);
     let y = match n.op() {
         "Relu" => b.relu(x)?,
-        "LeakyRelu" => {
-            let a = n.attr_f("alpha", 0.01) as f64;
-            let ax = b.binary_c(BinaryOp::Mul, x, a)?;
-            let z = c(b, 0.0)?;
-            let pos = b.binary(BinaryOp::Ge, x, z)?;
-            b.select(pos, x, ax)?
-        }
+        "LeakyRelu" => b.leaky_relu(x, n.attr_f("alpha", 0.01) as f64)?,
         "PRelu" => {
-            let slope = n.input(1)?;
-            let slope = legacy_broadcast_prelu(b, x, slope)?;
-            let ax = b.mul(x, slope)?;
-            let z = c(b, 0.0)?;
-            let pos = b.binary(BinaryOp::Ge, x, z)?;
-            b.select(pos, x, ax)?
+            let slope = legacy_broadcast_prelu(b, x, n.input(1)?)?;
+            b.prelu(x, slope)?
         }
-        "Elu" | "Celu" | "Selu" => {
-            let (alpha, gamma) = match n.op() {
-                "Elu" => (n.attr_f("alpha", 1.0) as f64, 1.0),
-                "Celu" => (n.attr_f("alpha", 1.0) as f64, 1.0),
-                _ => (n.attr_f("alpha", 1.673_263_192_176_818_8) as f64, n.attr_f("gamma", 1.050_701_022_148_132_3) as f64),
-            };
-            // alpha * (exp(x / k) - 1) for x < 0, with k = alpha for Celu.
-            let xs = if n.op() == "Celu" { b.binary_c(BinaryOp::Div, x, alpha)? } else { x };
-            let e = b.unary(UnaryOp::Exp, xs)?;
-            let em1 = b.binary_c(BinaryOp::Sub, e, 1.0)?;
-            let neg = b.binary_c(BinaryOp::Mul, em1, alpha)?;
-            let z = c(b, 0.0)?;
-            let pos = b.binary(BinaryOp::Gt, x, z)?;
-            let y = b.select(pos, x, neg)?;
-            if gamma != 1.0 {
-                b.binary_c(BinaryOp::Mul, y, gamma)?
-            } else {
-                y
-            }
-        }
+        "Elu" => b.elu(x, n.attr_f("alpha", 1.0) as f64, 1.0, false)?,
+        "Celu" => b.elu(x, n.attr_f("alpha", 1.0) as f64, 1.0, true)?,
+        "Selu" => b.elu(x, n.attr_f("alpha", 1.673_263_192_176_818_8) as f64, n.attr_f("gamma", 1.050_701_022_148_132_3) as f64, false)?,
         "Sigmoid" => b.sigmoid(x)?,
-        "HardSigmoid" | "HardSwish" => {
-            let (alpha, beta) = if n.op() == "HardSwish" {
-                (1.0 / 6.0, 0.5)
-            } else {
-                (n.attr_f("alpha", 0.2) as f64, n.attr_f("beta", 0.5) as f64)
-            };
-            let ax = b.binary_c(BinaryOp::Mul, x, alpha)?;
-            let axb = b.binary_c(BinaryOp::Add, ax, beta)?;
-            let z = c(b, 0.0)?;
-            let o = c(b, 1.0)?;
-            let lo = b.max(axb, z)?;
-            let hs = b.min(lo, o)?;
-            if n.op() == "HardSwish" {
-                b.mul(x, hs)?
-            } else {
-                hs
-            }
-        }
-        "Softplus" => softplus(b, x)?,
-        "Softsign" => {
-            let a = b.unary(UnaryOp::Abs, x)?;
-            let d = b.binary_c(BinaryOp::Add, a, 1.0)?;
-            b.div(x, d)?
-        }
-        "ThresholdedRelu" => {
-            let alpha = c(b, n.attr_f("alpha", 1.0) as f64)?;
-            let gt = b.binary(BinaryOp::Gt, x, alpha)?;
-            let z = c(b, 0.0)?;
-            b.select(gt, x, z)?
-        }
-        "Shrink" => {
-            let bias = n.attr_f("bias", 0.0) as f64;
-            let l = n.attr_f("lambd", 0.5) as f64;
-            let lo = c(b, -l)?;
-            let hi = c(b, l)?;
-            let below = b.binary(BinaryOp::Lt, x, lo)?;
-            let above = b.binary(BinaryOp::Gt, x, hi)?;
-            let xp = b.binary_c(BinaryOp::Add, x, bias)?;
-            let xm = b.binary_c(BinaryOp::Sub, x, bias)?;
-            let z = c(b, 0.0)?;
-            let r = b.select(above, xm, z)?;
-            b.select(below, xp, r)?
-        }
+        "HardSigmoid" => b.hard_sigmoid(x, n.attr_f("alpha", 0.2) as f64, n.attr_f("beta", 0.5) as f64)?,
+        "HardSwish" => b.hard_swish(x)?,
+        "Softplus" => b.softplus(x)?,
+        "Softsign" => b.softsign(x)?,
+        "ThresholdedRelu" => b.thresholded_relu(x, n.attr_f("alpha", 1.0) as f64)?,
+        "Shrink" => b.shrink(x, n.attr_f("lambd", 0.5) as f64, n.attr_f("bias", 0.0) as f64)?,
         "Gelu" => {
             let tanh = match n.attr_s("approximate", "none").as_str() {
                 "none" => false,
@@ -382,26 +316,11 @@ pub fn activation(imp: &mut Importer, n: &NodeCtx) -> R {
             };
             b.gelu(x, tanh)?
         }
-        "Mish" => {
-            let sp = softplus(b, x)?;
-            let t = b.unary(UnaryOp::Tanh, sp)?;
-            b.mul(x, t)?
-        }
+        "Mish" => b.mish(x)?,
         "Swish" => b.swish(x, n.attr_f("alpha", 1.0) as f64)?,
         other => return n.unsupported(format!("activation {other}")),
     };
     one(y)
-}
-
-/// log(1 + exp(x)) computed as max(x, 0) + log(1 + exp(-|x|)).
-fn softplus(b: &mut odc_passes::Builder, x: NodeId) -> Result<NodeId, FrontendError> {
-    let a = b.unary(UnaryOp::Abs, x)?;
-    let na = b.unary(UnaryOp::Neg, a)?;
-    let e = b.unary(UnaryOp::Exp, na)?;
-    let e1 = b.binary_c(BinaryOp::Add, e, 1.0)?;
-    let l = b.unary(UnaryOp::Log, e1)?;
-    let r = b.relu(x)?;
-    Ok(b.add2(r, l)?)
 }
 
 /// PRelu before opset 7 allowed a slope of shape [C] against [N, C, ...].

@@ -5,6 +5,7 @@ use crate::onnx::{Importer, NodeCtx};
 use crate::FrontendError;
 use odc_ir::{BinaryOp, Conv, DType, NodeId, Op, PadMode, ReduceOp, Scalar, Tensor, UnaryOp};
 use odc_passes::Builder;
+use odc_passes::nn::{AutoPad, ConvGeometry};
 use std::collections::HashMap;
 
 fn inval(msg: impl Into<String>) -> FrontendError {
@@ -35,17 +36,8 @@ pub fn gemm(imp: &mut Importer, n: &NodeCtx) -> R {
     one(y)
 }
 
-/// Spatial attributes shared by Conv, ConvTranspose and the pools.
-struct Spatial {
-    kernel: Vec<usize>,
-    strides: Vec<usize>,
-    dilations: Vec<usize>,
-    pads_begin: Vec<i64>,
-    pads_end: Vec<i64>,
-    auto_pad: String,
-}
-
-fn spatial_attrs(n: &NodeCtx, kernel: Vec<usize>) -> Result<Spatial, FrontendError> {
+/// The spatial attributes shared by Conv, ConvTranspose and the pools.
+fn spatial_attrs(n: &NodeCtx, kernel: Vec<usize>) -> Result<ConvGeometry, FrontendError> {
     let sp = kernel.len();
     let ints = |name: &str, default: usize| -> Result<Vec<usize>, FrontendError> {
         match n.attr_ints(name) {
@@ -61,59 +53,14 @@ fn spatial_attrs(n: &NodeCtx, kernel: Vec<usize>) -> Result<Spatial, FrontendErr
     if pads.len() != 2 * sp {
         return Err(inval(format!("pads {pads:?} must have {} entries", 2 * sp)));
     }
-    Ok(Spatial {
+    Ok(ConvGeometry {
         kernel,
         strides,
         dilations,
         pads_begin: pads[..sp].to_vec(),
         pads_end: pads[sp..].to_vec(),
-        auto_pad: n.attr_s("auto_pad", "NOTSET"),
+        auto_pad: AutoPad::parse(&n.attr_s("auto_pad", "NOTSET"))?,
     })
-}
-
-impl Spatial {
-    /// Resolve SAME_*/VALID padding for input extents `input`.
-    fn resolve_auto_pad(&mut self, input: &[usize]) -> Result<(), FrontendError> {
-        match self.auto_pad.as_str() {
-            "NOTSET" | "" => {}
-            "VALID" => {
-                self.pads_begin.iter_mut().for_each(|p| *p = 0);
-                self.pads_end.iter_mut().for_each(|p| *p = 0);
-            }
-            "SAME_UPPER" | "SAME_LOWER" => {
-                for i in 0..input.len() {
-                    let out = input[i].div_ceil(self.strides[i]);
-                    let span = (self.kernel[i] - 1) * self.dilations[i] + 1;
-                    let total = ((out - 1) * self.strides[i] + span).saturating_sub(input[i]) as i64;
-                    let small = total / 2;
-                    let (b, e) = if self.auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
-                    self.pads_begin[i] = b;
-                    self.pads_end[i] = e;
-                }
-            }
-            other => return Err(inval(format!("unknown auto_pad '{other}'"))),
-        }
-        Ok(())
-    }
-}
-
-/// Pad the spatial axes of `x` (rank 2 + spatial).
-fn pad_spatial(b: &mut Builder, x: NodeId, begin: &[i64], end: &[i64], value: Scalar) -> Result<NodeId, FrontendError> {
-    let mut low = vec![0, 0];
-    low.extend_from_slice(begin);
-    let mut high = vec![0, 0];
-    high.extend_from_slice(end);
-    Ok(b.pad_const(x, &low, &high, value)?)
-}
-
-fn bias_add(b: &mut Builder, y: NodeId, bias: Option<NodeId>) -> Result<NodeId, FrontendError> {
-    let Some(bias) = bias else { return Ok(y) };
-    let r = b.rank(y);
-    let c = b.ty(bias).num_elements();
-    let mut shape = vec![c];
-    shape.extend(std::iter::repeat_n(1, r - 2));
-    let bb = b.reshape(bias, &shape)?;
-    Ok(b.add2(y, bb)?)
 }
 
 /// A convolution with explicit (possibly SAME-resolved) padding.
@@ -129,18 +76,15 @@ pub(crate) fn conv_node(b: &mut Builder, n: &NodeCtx, x: NodeId, w: NodeId) -> R
             return Err(inval(format!("kernel_shape {k:?} disagrees with W {ws:?}")));
         }
     }
-    let mut s = spatial_attrs(n, kernel)?;
-    s.resolve_auto_pad(&xs[2..])?;
+    let geometry = spatial_attrs(n, kernel)?;
     let group = n.attr_i("group", 1).max(1) as usize;
-    let zero = if b.dtype(x).is_float() { Scalar::F64(0.0) } else { Scalar::I64(0) };
-    let xp = pad_spatial(b, x, &s.pads_begin, &s.pads_end, zero)?;
-    Ok(b.add(Op::Conv(Conv { strides: s.strides, dilations: s.dilations, groups: group }), &[xp, w])?)
+    Ok(b.conv(x, w, &geometry, group)?)
 }
 
 pub fn conv(imp: &mut Importer, n: &NodeCtx) -> R {
     let (x, w) = (n.input(0)?, n.input(1)?);
     let y = conv_node(&mut imp.b, n, x, w)?;
-    one(bias_add(&mut imp.b, y, n.opt_input(2))?)
+    one(imp.b.channel_bias(y, n.opt_input(2))?)
 }
 
 pub fn conv_transpose(imp: &mut Importer, n: &NodeCtx) -> R {
@@ -172,20 +116,20 @@ pub fn conv_transpose(imp: &mut Importer, n: &NodeCtx) -> R {
         for i in 0..sp {
             let total = full[i] - os[i];
             let half = total / 2;
-            let (pb, pe) = if s.auto_pad == "SAME_LOWER" { (total - half, half) } else { (half, total - half) };
+            let (pb, pe) = if s.auto_pad == AutoPad::SameLower { (total - half, half) } else { (half, total - half) };
             s.pads_begin[i] = pb;
             s.pads_end[i] = pe;
         }
-    } else if s.auto_pad == "SAME_UPPER" || s.auto_pad == "SAME_LOWER" {
+    } else if s.auto_pad.is_same() {
         for i in 0..sp {
             let target = xs[2 + i] as i64 * s.strides[i] as i64;
             let total = (full[i] - target).max(0);
             let half = total / 2;
-            let (pb, pe) = if s.auto_pad == "SAME_UPPER" { (half, total - half) } else { (total - half, half) };
+            let (pb, pe) = if s.auto_pad == AutoPad::SameUpper { (half, total - half) } else { (total - half, half) };
             s.pads_begin[i] = pb;
             s.pads_end[i] = pe;
         }
-    } else if s.auto_pad == "VALID" {
+    } else if s.auto_pad == AutoPad::Valid {
         s.pads_begin.iter_mut().for_each(|p| *p = 0);
         s.pads_end.iter_mut().for_each(|p| *p = 0);
     }
@@ -219,7 +163,7 @@ pub fn conv_transpose(imp: &mut Importer, n: &NodeCtx) -> R {
     }
     let wf = b.add(Op::Slice { starts, steps, sizes: wshape.clone() }, &[wt])?;
     let y = b.add(Op::Conv(Conv { strides: vec![1; sp], dilations: s.dilations.clone(), groups: group }), &[xp, wf])?;
-    one(bias_add(b, y, n.opt_input(2))?)
+    one(b.channel_bias(y, n.opt_input(2))?)
 }
 
 pub fn pool(imp: &mut Importer, n: &NodeCtx) -> R {
@@ -240,7 +184,7 @@ pub fn pool(imp: &mut Importer, n: &NodeCtx) -> R {
         return Err(inval("kernel_shape needs one positive entry per spatial axis"));
     }
     let mut s = spatial_attrs(n, kernel.clone())?;
-    s.resolve_auto_pad(&xs[2..])?;
+    s.resolve_auto_pad(&xs[2..]);
     let ceil = n.attr_i("ceil_mode", 0) != 0;
     let mut out = vec![];
     let mut extra = vec![];
@@ -271,7 +215,7 @@ pub fn pool(imp: &mut Importer, n: &NodeCtx) -> R {
         Scalar::F64(0.0)
     };
     let ends: Vec<i64> = (0..sp).map(|i| s.pads_end[i] + extra[i]).collect();
-    let xp = pad_spatial(b, x, &s.pads_begin, &ends, fill)?;
+    let xp = b.pad_spatial(x, &s.pads_begin, &ends, fill)?;
     let win = Op::Window { kernel: kernel.clone(), strides: s.strides.clone(), dilations: s.dilations.clone() };
     let w = b.add(win.clone(), &[xp])?;
     let waxes: Vec<usize> = (2 + sp..2 + 2 * sp).collect();
@@ -337,7 +281,7 @@ fn max_pool_indices(
     n: &NodeCtx,
     w: NodeId,
     xs: &[usize],
-    s: &Spatial,
+    s: &ConvGeometry,
     out: &[usize],
     kernel: &[usize],
 ) -> Result<NodeId, FrontendError> {

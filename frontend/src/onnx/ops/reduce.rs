@@ -287,14 +287,7 @@ pub fn layer_normalization(imp: &mut Importer, n: &NodeCtx) -> R {
     let eps = n.attr_f("epsilon", 1e-5) as f64;
     let axes: Vec<usize> = (axis..r).collect();
     let xs = stash_cast(b, n, x)?;
-    let mean = b.mean(xs, &axes)?;
-    let d = b.sub(xs, mean)?;
-    let sq = b.mul(d, d)?;
-    let var = b.mean(sq, &axes)?;
-    let ve = b.binary_c(BinaryOp::Add, var, eps)?;
-    let sd = b.unary(UnaryOp::Sqrt, ve)?;
-    let inv = b.unary(UnaryOp::Recip, sd)?;
-    let norm = b.mul(d, inv)?;
+    let (norm, mean, inv) = b.normalize_with_stats(xs, &axes, eps)?;
     let norm = b.cast(norm, dt)?;
     let mut y = b.mul(norm, scale)?;
     if let Some(bb) = bias {
@@ -318,14 +311,6 @@ pub fn rms_normalization(imp: &mut Importer, n: &NodeCtx) -> R {
     one(b.mul(y, scale)?)
 }
 
-/// Reshape a per-channel parameter [C] to broadcast against [N, C, spatial..].
-fn per_channel(b: &mut Builder, p: NodeId, rank: usize) -> Result<NodeId, FrontendError> {
-    let c = b.ty(p).num_elements();
-    let mut shape = vec![c];
-    shape.extend(std::iter::repeat_n(1, rank.saturating_sub(2)));
-    Ok(b.reshape(p, &shape)?)
-}
-
 pub fn group_normalization(imp: &mut Importer, n: &NodeCtx) -> R {
     let x = n.input(0)?;
     let (scale, bias) = (n.input(1)?, n.input(2)?);
@@ -334,16 +319,13 @@ pub fn group_normalization(imp: &mut Importer, n: &NodeCtx) -> R {
     let dt = b.dtype(x);
     let g = n.attr_i("num_groups", 0) as usize;
     let eps = n.attr_f("epsilon", 1e-5) as f64;
-    let (nn, c) = (shape[0], shape[1]);
+    let c = shape[1];
     if g == 0 || c % g != 0 {
         return Err(inval("GroupNormalization num_groups must divide the channels"));
     }
-    let rest: usize = shape[2..].iter().product::<usize>() * (c / g);
     let xs = stash_cast(b, n, x)?;
-    let xg = b.reshape(xs, &[nn, g, rest])?;
-    let y = b.normalize(xg, &[2], eps)?;
+    let y = b.group_norm(xs, g, eps)?;
     let y = b.cast(y, dt)?;
-    let y = b.reshape(y, &shape)?;
     // Opset 18 takes one scale/bias per group, later opsets one per channel.
     let expand_group = |b: &mut Builder, p: NodeId| -> Result<NodeId, FrontendError> {
         if b.ty(p).num_elements() == g && g != c {
@@ -356,24 +338,14 @@ pub fn group_normalization(imp: &mut Importer, n: &NodeCtx) -> R {
     };
     let s = expand_group(b, scale)?;
     let bb = expand_group(b, bias)?;
-    let s = per_channel(b, s, shape.len())?;
-    let bb = per_channel(b, bb, shape.len())?;
-    let y = b.mul(y, s)?;
-    one(b.add2(y, bb)?)
+    one(b.channel_affine(y, s, bb)?)
 }
 
 pub fn instance_normalization(imp: &mut Importer, n: &NodeCtx) -> R {
     let x = n.input(0)?;
     let (scale, bias) = (n.input(1)?, n.input(2)?);
-    let b = &mut imp.b;
-    let r = b.rank(x);
     let eps = n.attr_f("epsilon", 1e-5) as f64;
-    let axes: Vec<usize> = (2..r).collect();
-    let y = b.normalize(x, &axes, eps)?;
-    let s = per_channel(b, scale, r)?;
-    let bb = per_channel(b, bias, r)?;
-    let y = b.mul(y, s)?;
-    one(b.add2(y, bb)?)
+    one(imp.b.instance_norm(x, scale, bias, eps)?)
 }
 
 pub fn batch_normalization(imp: &mut Importer, n: &NodeCtx) -> R {
@@ -411,16 +383,9 @@ pub fn batch_normalization(imp: &mut Importer, n: &NodeCtx) -> R {
     } else {
         let m = cast_to(b, mean)?;
         let v = cast_to(b, var)?;
-        (per_channel(b, m, r)?, per_channel(b, v, r)?, vec![])
+        (b.per_channel(m, r)?, b.per_channel(v, r)?, vec![])
     };
-    let ve = b.binary_c(BinaryOp::Add, v, eps)?;
-    let sd = b.unary(UnaryOp::Sqrt, ve)?;
-    let d = b.sub(x, m)?;
-    let y = b.div(d, sd)?;
-    let s = per_channel(b, scale, r)?;
-    let bb = per_channel(b, bias, r)?;
-    let y = b.mul(y, s)?;
-    let y = b.add2(y, bb)?;
+    let y = b.batch_norm(x, scale, bias, m, v, eps)?;
     let mut res = vec![y];
     res.extend(outs);
     many(res)

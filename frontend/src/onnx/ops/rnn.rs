@@ -26,7 +26,6 @@ struct Act {
 }
 
 fn apply(b: &mut Builder, f: &Act, x: NodeId) -> Result<NodeId, FrontendError> {
-    let dt = b.dtype(x);
     Ok(match f.name.to_ascii_lowercase().as_str() {
         "tanh" => b.unary(UnaryOp::Tanh, x)?,
         "sigmoid" => b.sigmoid(x)?,
@@ -35,49 +34,17 @@ fn apply(b: &mut Builder, f: &Act, x: NodeId) -> Result<NodeId, FrontendError> {
             let a = b.binary_c(BinaryOp::Mul, x, f.alpha.unwrap_or(1.0))?;
             b.binary_c(BinaryOp::Add, a, f.beta.unwrap_or(0.0))?
         }
-        "leakyrelu" => {
-            let a = b.binary_c(BinaryOp::Mul, x, f.alpha.unwrap_or(0.01))?;
-            let z = b.scalar(dt, 0.0)?;
-            let pos = b.binary(BinaryOp::Ge, x, z)?;
-            b.select(pos, x, a)?
-        }
-        "thresholdedrelu" => {
-            let t = b.scalar(dt, f.alpha.unwrap_or(1.0))?;
-            let gt = b.binary(BinaryOp::Gt, x, t)?;
-            let z = b.scalar(dt, 0.0)?;
-            b.select(gt, x, z)?
-        }
+        "leakyrelu" => b.leaky_relu(x, f.alpha.unwrap_or(0.01))?,
+        "thresholdedrelu" => b.thresholded_relu(x, f.alpha.unwrap_or(1.0))?,
         "scaledtanh" => {
             let bx = b.binary_c(BinaryOp::Mul, x, f.beta.unwrap_or(1.0))?;
             let t = b.unary(UnaryOp::Tanh, bx)?;
             b.binary_c(BinaryOp::Mul, t, f.alpha.unwrap_or(1.0))?
         }
-        "hardsigmoid" => {
-            let a = b.binary_c(BinaryOp::Mul, x, f.alpha.unwrap_or(0.2))?;
-            let a = b.binary_c(BinaryOp::Add, a, f.beta.unwrap_or(0.5))?;
-            let z = b.scalar(dt, 0.0)?;
-            let o = b.scalar(dt, 1.0)?;
-            let a = b.max(a, z)?;
-            b.min(a, o)?
-        }
-        "elu" => {
-            let e = b.unary(UnaryOp::Exp, x)?;
-            let e = b.binary_c(BinaryOp::Sub, e, 1.0)?;
-            let e = b.binary_c(BinaryOp::Mul, e, f.alpha.unwrap_or(1.0))?;
-            let z = b.scalar(dt, 0.0)?;
-            let pos = b.binary(BinaryOp::Gt, x, z)?;
-            b.select(pos, x, e)?
-        }
-        "softsign" => {
-            let a = b.unary(UnaryOp::Abs, x)?;
-            let d = b.binary_c(BinaryOp::Add, a, 1.0)?;
-            b.div(x, d)?
-        }
-        "softplus" => {
-            let e = b.unary(UnaryOp::Exp, x)?;
-            let e = b.binary_c(BinaryOp::Add, e, 1.0)?;
-            b.unary(UnaryOp::Log, e)?
-        }
+        "hardsigmoid" => b.hard_sigmoid(x, f.alpha.unwrap_or(0.2), f.beta.unwrap_or(0.5))?,
+        "elu" => b.elu(x, f.alpha.unwrap_or(1.0), 1.0, false)?,
+        "softsign" => b.softsign(x)?,
+        "softplus" => b.softplus(x)?,
         other => return Err(FrontendError::Unsupported(format!("recurrent activation '{other}'"))),
     })
 }
