@@ -117,6 +117,16 @@ fn configs_that_disagree_with_the_tensors_are_precise_errors() {
     assert_eq!(import_error(&d), "invalid model: the checkpoint has no tensor 'model.layers.2.input_layernorm.weight'");
     let d = edited("arch", |c| c.replace("\"model_type\": \"llama\"", "\"model_type\": \"gpt_neox\""));
     assert!(import_error(&d).contains("architecture 'gpt_neox' (LlamaForCausalLM) is not supported"));
+    // A weight stored as an integer type (same width, so only the header's dtype changes).
+    let d = edited("dtype", |c| c.to_string());
+    let mut bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[8..8 + header_len].to_vec()).unwrap();
+    let at = header.find("\"model.norm.weight\"").unwrap();
+    let dtype_at = at + header[at..].find("\"F32\"").unwrap();
+    bytes[8 + dtype_at + 1] = b'I';
+    std::fs::write(d.join("model.safetensors"), &bytes).unwrap();
+    assert_eq!(import_error(&d), "invalid model: tensor 'model.norm.weight' is i32, a float weight was expected");
     let mut opts = CompileOptions::default();
     opts.dims.insert("sequence".into(), 300);
     let e = odc::import_path(&models().join("llama"), &opts, &mut Timings::default()).unwrap_err().to_string();
