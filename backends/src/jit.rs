@@ -11,7 +11,7 @@ use crate::target::Target;
 use cranelift_jit::{JITBuilder, JITModule};
 use odc_ir::{Bytes, Evaluator, Graph, IrError, NodeId, Tensor};
 use odc_runtime::abi::KernelFn;
-use odc_runtime::call::{Arena, EntryPoint, RunFn, TensorInfo};
+use odc_runtime::call::{Arena, EntryFn, EntryPoint, RunFn, State, StepFn, TensorInfo};
 pub use odc_runtime::RunError;
 use odc_runtime::ThreadPool;
 
@@ -29,10 +29,12 @@ pub struct JitProgram {
 unsafe impl Send for JitProgram {}
 unsafe impl Sync for JitProgram {}
 
-/// Reusable output buffers and arena for [`JitProgram::run_into`].
+/// Reusable output buffers and arena for [`JitProgram::run_into`] (and, for a stateful step,
+/// a scratch state that [`JitProgram::profile`] runs it on).
 pub struct RunBuffers {
     pub outputs: Vec<Vec<u8>>,
     arena: Arena,
+    state: Option<State>,
 }
 
 impl JitProgram {
@@ -57,10 +59,16 @@ impl JitProgram {
         module.finalize_definitions().map_err(|e| CodegenError::Cranelift(format!("JIT finalisation failed: {e}")))?;
         let code = module.get_finalized_function(emitted.run);
         let describe = |ios: &[IoSpec]| ios.iter().map(|t| TensorInfo::new(t.name.clone(), t.dtype.abi_code(), t.shape.clone())).collect();
-        // SAFETY: `run` was defined with exactly the ABI signature by `define_program`, for
-        // these inputs, outputs and arena, and lives in `module`, which `self` frees last.
+        // SAFETY: `run` (or the stateful step) was defined with exactly the ABI signature by
+        // `define_program`, for these inputs, outputs, arena and state, and lives in `module`,
+        // which `self` frees last.
         let entry = unsafe {
-            EntryPoint::new(std::mem::transmute::<*const u8, RunFn>(code), describe(&prog.inputs), describe(&prog.outputs), prog.arena_size)
+            let f = if prog.state.is_empty() {
+                EntryFn::Run(std::mem::transmute::<*const u8, RunFn>(code))
+            } else {
+                EntryFn::Step { f: std::mem::transmute::<*const u8, StepFn>(code), state_size: prog.state_size }
+            };
+            EntryPoint::with_fn(f, describe(&prog.inputs), describe(&prog.outputs), prog.arena_size)
         };
         let kernels = emitted
             .kernels
@@ -83,6 +91,7 @@ impl JitProgram {
         }
         let outputs = &mut bufs.outputs;
         let arena_ptr = bufs.arena.as_mut_ptr();
+        let state_ptr = bufs.state.as_mut().map_or(std::ptr::null_mut(), |s| s.as_mut_ptr());
         let mut times = vec![];
         for step in self.prog.steps_in_order() {
             let args: Vec<*mut u8> = step
@@ -94,6 +103,8 @@ impl JitProgram {
                     BufferKind::Weight(w) => self.prog.weights[w].bytes().as_ptr() as *mut u8,
                     // SAFETY: offsets lie inside the arena by construction.
                     BufferKind::Temp { offset } => unsafe { arena_ptr.add(offset) },
+                    // SAFETY: likewise inside the state, which `buffers` made for this program.
+                    BufferKind::State { offset } => unsafe { state_ptr.add(offset) },
                 })
                 .collect();
             let k = &self.prog.kernels[step.kernel];
@@ -113,6 +124,16 @@ impl JitProgram {
             }
         }
         Ok(times)
+    }
+
+    /// The ABI entry point (for hosts such as [`odc_runtime::DecoderSession`]).
+    pub fn entry(&self) -> &EntryPoint {
+        &self.entry
+    }
+
+    /// The thread pool parallel loops share (`None`: single-threaded).
+    pub fn pool(&self) -> Option<&ThreadPool> {
+        self.pool.as_ref()
     }
 
     pub fn program(&self) -> &Program {
@@ -137,7 +158,24 @@ impl JitProgram {
         RunBuffers {
             outputs: self.prog.outputs.iter().map(|o| vec![0u8; o.dtype.byte_len(o.shape.iter().product())]).collect(),
             arena: self.entry.arena(),
+            state: self.entry.state_size().map(State::new),
         }
+    }
+
+    /// Bytes of state this program's step updates (`None` for a stateless `run`).
+    pub fn state_size(&self) -> Option<usize> {
+        self.entry.state_size()
+    }
+
+    /// A zeroed state for this program's step.
+    pub fn new_state(&self) -> Option<State> {
+        self.entry.state_size().map(State::new)
+    }
+
+    /// Run the stateful step once into `bufs`, reading and updating `state`.
+    pub fn step_into(&self, inputs: &[&[u8]], bufs: &mut RunBuffers, state: &mut State) -> Result<(), RunError> {
+        let mut outs: Vec<&mut [u8]> = bufs.outputs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        self.entry.call_step(inputs, &mut outs, &mut bufs.arena, state, std::ptr::null(), self.pool.as_ref())
     }
 
     /// Run on raw little-endian input bytes; returns one byte vector per output.

@@ -251,7 +251,8 @@ pub fn define_program<M: Module>(m: &mut M, prog: &Program, spec: &ModuleSpec) -
     m.define_function(describe, &mut ctx).map_err(module_err)?;
     m.clear_context(&mut ctx);
 
-    let run = define_run(m, prog, spec, &kernels, &layout, weights_data, &mut fctx)?;
+    let entry = if prog.state.is_empty() { format!("{p}_run") } else { format!("{p}_step") };
+    let run = define_run(m, prog, spec, &entry, &kernels, &layout.offsets, layout.size, weights_data, &mut fctx)?;
     Ok(EmittedProgram { run, arena_size, describe, kernels, weights_layout: layout })
 }
 
@@ -339,24 +340,32 @@ fn define_descriptor<M: Module>(
     Ok(desc_id)
 }
 
-/// Emits `p_run`.
+/// Emits the entry point `symbol`: `p_run`, or for a program with state a stateful entry that
+/// also takes the state buffer (see `odc_runtime::abi`). `weight_offsets[w]` is weight `w`'s
+/// place in the blob of `blob_size` bytes.
+#[allow(clippy::too_many_arguments)]
 fn define_run<M: Module>(
     m: &mut M,
     prog: &Program,
     spec: &ModuleSpec,
+    symbol: &str,
     kernels: &[FuncId],
-    layout: &WeightsLayout,
+    weight_offsets: &[usize],
+    blob_size: usize,
     weights_data: Option<DataId>,
     fctx: &mut FunctionBuilderContext,
 ) -> Result<FuncId, CodegenError> {
     let ptr = types::I64;
     let call_conv = m.target_config().default_call_conv;
+    let stateful = !prog.state.is_empty();
     let mut sig = ir::Signature::new(call_conv);
-    for t in [ptr, ptr, types::I32, ptr, types::I32, ptr, types::I64] {
+    let params: &[ir::Type] =
+        if stateful { &[ptr, ptr, types::I32, ptr, types::I32, ptr, types::I64, ptr, types::I64] } else { &[ptr, ptr, types::I32, ptr, types::I32, ptr, types::I64] };
+    for &t in params {
         sig.params.push(AbiParam::new(t));
     }
     sig.returns.push(AbiParam::new(types::I32));
-    let run = m.declare_function(&format!("{}_run", spec.prefix), Linkage::Export, &sig).map_err(module_err)?;
+    let run = m.declare_function(symbol, Linkage::Export, &sig).map_err(module_err)?;
     let mut ctx = m.make_context();
     ctx.func.signature = sig;
     let frefs: Vec<ir::FuncRef> = kernels.iter().map(|&k| m.declare_func_in_func(k, &mut ctx.func)).collect();
@@ -416,10 +425,20 @@ fn define_run<M: Module>(
             let bad = b.ins().icmp_imm_s(IntCC::NotEqual, mis, 0);
             bail_if(&mut b, bad, Status::ArenaTooSmall);
         }
+        let state = stateful.then(|| (a[7], a[8]));
+        if let Some((state, state_len)) = state.filter(|_| prog.state_size > 0) {
+            let bad = b.ins().icmp_imm_s(IntCC::Equal, state, 0);
+            bail_if(&mut b, bad, Status::StateTooSmall);
+            let bad = b.ins().icmp_imm_u(IntCC::UnsignedLessThan, state_len, prog.state_size as i64);
+            bail_if(&mut b, bad, Status::StateTooSmall);
+            let mis = b.ins().band_imm_s(state, abi::ARENA_ALIGN as i64 - 1);
+            let bad = b.ins().icmp_imm_s(IntCC::NotEqual, mis, 0);
+            bail_if(&mut b, bad, Status::StateTooSmall);
+        }
         // Weights base.
         let wbase = match (&spec.weights, weights_gv) {
             (WeightsMode::Embedded, Some(gv)) => Some(b.ins().symbol_value(ptr, gv)),
-            (WeightsMode::External { .. }, _) if layout.size > 0 => {
+            (WeightsMode::External { .. }, _) if blob_size > 0 => {
                 let bad = b.ins().icmp_imm_s(IntCC::Equal, ext_w, 0);
                 bail_if(&mut b, bad, Status::MissingWeights);
                 Some(ext_w)
@@ -476,11 +495,12 @@ fn define_run<M: Module>(
                     BufferKind::Output(j) => data_ptrs[1][j],
                     BufferKind::Weight(w) => match (&spec.weights, wbase) {
                         (WeightsMode::Absolute(addrs), _) => b.ins().iconst(ptr, addrs[w] as i64),
-                        (_, Some(base)) => b.ins().iadd_imm_s(base, layout.offsets[w] as i64),
+                        (_, Some(base)) => b.ins().iadd_imm_s(base, weight_offsets[w] as i64),
                         // Only empty weights have no blob; a zero-size buffer is never read.
                         _ => b.ins().iconst(ptr, 0),
                     },
                     BufferKind::Temp { offset } => b.ins().iadd_imm_s(arena, offset as i64),
+                    BufferKind::State { offset } => b.ins().iadd_imm_s(state.expect("state buffers only in stateful programs").0, offset as i64),
                 };
                 b.ins().stack_store(ptr, v, slot, s as i32 * pb);
             }
@@ -519,7 +539,7 @@ fn define_run<M: Module>(
         b.seal_all_blocks();
         b.finalize(m.isa().frontend_config());
     }
-    m.define_function(run, &mut ctx).map_err(|e| module_err(format!("{}_run: {e:?}", spec.prefix)))?;
+    m.define_function(run, &mut ctx).map_err(|e| module_err(format!("{symbol}: {e:?}")))?;
     m.clear_context(&mut ctx);
     Ok(run)
 }

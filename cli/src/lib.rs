@@ -9,6 +9,7 @@
 //!
 //! Must not: contain operator semantics or code generation; those live in the library crates.
 
+pub mod decoder;
 pub mod npy;
 
 use odc_backends::aot::{self, AotOptions, WeightsPlacement};
@@ -16,7 +17,7 @@ use odc_backends::target::TargetSpec;
 use odc_passes::fusion::{self, FusionPlan};
 use odc_backends::{bindings, lower, CodegenError, JitEvaluator, JitProgram, OptLevel, Program, Target, TargetError};
 use std::path::PathBuf;
-use odc_frontend::{FrontendError, ImportOptions};
+use odc_frontend::{DecoderStep, FrontendError, ImportOptions};
 use odc_ir::{Graph, IrError};
 use std::collections::HashMap;
 use std::path::Path;
@@ -66,6 +67,8 @@ pub struct CompileOptions {
     pub opt_level: OptLevel,
     /// How kernels are chosen and fused.
     pub fusion: FusionMode,
+    /// Build a decoder step over its KV cache instead of `run` (see [`DecoderStep`]).
+    pub step: Option<DecoderStep>,
 }
 
 impl Default for CompileOptions {
@@ -76,6 +79,7 @@ impl Default for CompileOptions {
             input_values: HashMap::new(),
             opt_level: OptLevel::Speed,
             fusion: FusionMode::Saturate,
+            step: None,
         }
     }
 }
@@ -160,7 +164,7 @@ pub fn import_model_owned(source: ModelSource, opts: &CompileOptions, timings: &
 }
 
 fn import_options(opts: &CompileOptions) -> ImportOptions {
-    ImportOptions { input_shapes: opts.input_shapes.clone(), dims: opts.dims.clone(), input_values: opts.input_values.clone() }
+    ImportOptions { input_shapes: opts.input_shapes.clone(), dims: opts.dims.clone(), input_values: opts.input_values.clone(), step: opts.step }
 }
 
 /// The graph passes after import: constant folding, affine folding, verification.

@@ -12,7 +12,7 @@ pub mod onnx;
 pub mod safetensors;
 pub mod source;
 
-pub use source::{ImportOptions, ModelSource, SourceFormat};
+pub use source::{DecoderStep, ImportOptions, ModelSource, SourceFormat};
 
 use std::fmt;
 

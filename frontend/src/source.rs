@@ -19,6 +19,17 @@ pub struct ImportOptions {
     /// Known input values. An input whose value is needed at compile time (a shape, axes, pads)
     /// is specialised to it and removed from the compiled signature; others stay run-time inputs.
     pub input_values: HashMap<String, odc_ir::Tensor>,
+    /// Build one step of a decoder over its KV cache (`chunk` new tokens) instead of `run` over
+    /// a whole sequence. Only decoder checkpoints have one.
+    pub step: Option<DecoderStep>,
+}
+
+/// One step of a decoder: `chunk` new tokens over `cache` (prefill: `chunk = cache.max_prefill`;
+/// decode: 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecoderStep {
+    pub chunk: usize,
+    pub cache: crate::safetensors::decoder::KvCache,
 }
 
 /// A declared model input: name, dtype (or the source's name of an unsupported one) and shape.
@@ -153,6 +164,7 @@ impl ModelSource {
     /// Build the graph IR.
     pub fn import(&self, opts: &ImportOptions, eval: &dyn Evaluator) -> Result<Graph, FrontendError> {
         match self {
+            ModelSource::Onnx { .. } if opts.step.is_some() => Err(no_onnx_step()),
             ModelSource::Onnx { model, .. } => onnx::import(model, opts, eval),
             ModelSource::Checkpoint(c) => crate::safetensors::import(c, opts, eval),
         }
@@ -161,8 +173,13 @@ impl ModelSource {
     /// [`ModelSource::import`], consuming the source so weights move into the graph uncopied.
     pub fn import_owned(self, opts: &ImportOptions, eval: &dyn Evaluator) -> Result<Graph, FrontendError> {
         match self {
+            ModelSource::Onnx { .. } if opts.step.is_some() => Err(no_onnx_step()),
             ModelSource::Onnx { model, .. } => onnx::import_owned(model, opts, eval),
             ModelSource::Checkpoint(c) => crate::safetensors::import(&c, opts, eval),
         }
     }
+}
+
+fn no_onnx_step() -> FrontendError {
+    FrontendError::Invalid("prefill/decode steps over a KV cache are built for decoder checkpoints; an ONNX model compiles to `run`".into())
 }

@@ -74,6 +74,10 @@ pub struct Graph {
     g: StableDiGraph<Node, u32>,
     inputs: Vec<Port>,
     outputs: Vec<Port>,
+    /// Names of the graph's *state*: each is both an input (the value before the call) and an
+    /// output of the same type (the value after it), held in one caller-provided buffer that
+    /// the compiled code updates in place (a decoder's KV cache).
+    state: Vec<String>,
 }
 
 impl Graph {
@@ -110,6 +114,9 @@ impl Graph {
     /// value). The input disappears from the signature; later inputs are renumbered.
     pub fn freeze_input(&mut self, node: NodeId, t: Tensor) -> Result<(), IrError> {
         let pos = self.inputs.iter().position(|p| p.node == node).ok_or_else(|| IrError::new("not a graph input"))?;
+        if self.is_state(&self.inputs[pos].name) {
+            return Err(IrError::new(format!("state '{}' cannot be a compile-time constant", self.inputs[pos].name)));
+        }
         let ty = TensorType::new(t.dtype, t.shape.clone());
         if ty != self.g[node].ty {
             return Err(IrError::new(format!(
@@ -127,6 +134,33 @@ impl Graph {
 
     pub fn set_output(&mut self, name: &str, node: NodeId) {
         self.outputs.push(Port { name: name.to_string(), node });
+    }
+
+    /// Declare state `name` of type `ty`: an input holding its value before the call. Its value
+    /// after the call is set with [`Graph::set_state_output`].
+    pub fn add_state(&mut self, name: &str, ty: TensorType) -> NodeId {
+        self.state.push(name.to_string());
+        self.add_input(name, ty)
+    }
+
+    /// The value state `name` holds after the call.
+    pub fn set_state_output(&mut self, name: &str, node: NodeId) {
+        self.set_output(name, node);
+    }
+
+    /// The state names, in declaration order.
+    pub fn state(&self) -> &[String] {
+        &self.state
+    }
+
+    /// Declare the same state as `other` (for passes that rebuild a graph port by port).
+    pub fn copy_state_names(&mut self, other: &Graph) {
+        self.state = other.state.clone();
+    }
+
+    /// Whether port name `name` is state.
+    pub fn is_state(&self, name: &str) -> bool {
+        self.state.iter().any(|s| s == name)
     }
 
     pub fn node(&self, id: NodeId) -> &Node {
@@ -299,6 +333,15 @@ impl Graph {
         for p in self.inputs.iter().chain(&self.outputs) {
             if !self.g.contains_node(p.node) {
                 return Err(IrError::new(format!("port {} refers to a removed node", p.name)));
+            }
+        }
+        for s in &self.state {
+            let input = self.inputs.iter().find(|p| &p.name == s);
+            let output = self.outputs.iter().find(|p| &p.name == s);
+            match (input, output) {
+                (Some(i), Some(o)) if self.g[i.node].ty == self.g[o.node].ty => {}
+                (Some(_), Some(_)) => return Err(IrError::new(format!("state '{s}' changes type between input and output"))),
+                _ => return Err(IrError::new(format!("state '{s}' needs both an input and an output"))),
             }
         }
         Ok(())

@@ -10,7 +10,20 @@
 //! const odc_module_desc *p_describe(void);
 //! ```
 //!
-//! and has no undefined symbols. The only host code it ever calls is the optional
+//! A module compiled from a graph with state (a decoder's KV cache) exports, instead of `p_run`,
+//! one *stateful* entry point per step it was compiled for (`p_prefill`, `p_decode`), each with
+//! `run`'s parameters followed by the caller's state buffer, its description, and the state size:
+//!
+//! ```c
+//! int32_t p_prefill(const odc_context *ctx, const odc_tensor *inputs, uint32_t n_inputs,
+//!                   odc_tensor *outputs, uint32_t n_outputs, void *arena, uint64_t arena_size,
+//!                   void *state, uint64_t state_size);          /* and p_decode alike */
+//! const odc_module_desc *p_prefill_describe(void);          /* its tensors, its arena */
+//! uint64_t p_state_size(void);                              /* 64-byte aligned, zeroed to reset */
+//! ```
+//!
+//! `p_arena_size` is then the largest arena of the entry points, and `p_describe` describes the
+//! module (weights) with no tensors. The module has no undefined symbols. The only host code it ever calls is the optional
 //! `parallel_for` function pointer passed in the context.
 
 use core::ffi::{c_char, c_void};
@@ -153,6 +166,8 @@ pub enum Status {
     ArenaTooSmall = 7,
     AbiMismatch = 8,
     MissingWeights = 9,
+    /// A stateful entry point's state buffer is NULL, too small or misaligned.
+    StateTooSmall = 10,
 }
 
 impl Status {
@@ -169,6 +184,7 @@ impl Status {
             7 => ArenaTooSmall,
             8 => AbiMismatch,
             9 => MissingWeights,
+            10 => StateTooSmall,
             _ => return None,
         })
     }
@@ -186,6 +202,7 @@ impl Status {
             ArenaTooSmall => "the arena is too small or not 64-byte aligned",
             AbiMismatch => "the context was built for a different ABI version",
             MissingWeights => "the module needs its external weights and the context has none",
+            StateTooSmall => "the state buffer is too small or not 64-byte aligned",
         }
     }
 }

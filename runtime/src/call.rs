@@ -13,6 +13,20 @@ use std::fmt;
 /// The ABI signature of `<prefix>_run`.
 pub type RunFn = unsafe extern "C" fn(*const OdcContext, *const OdcTensor, u32, *mut OdcTensor, u32, *mut c_void, u64) -> i32;
 
+/// The ABI signature of a stateful entry point (`<prefix>_prefill`, `<prefix>_decode`): `run`'s
+/// parameters followed by the state buffer and its size.
+pub type StepFn =
+    unsafe extern "C" fn(*const OdcContext, *const OdcTensor, u32, *mut OdcTensor, u32, *mut c_void, u64, *mut c_void, u64) -> i32;
+
+/// The code behind an [`EntryPoint`].
+#[derive(Clone, Copy)]
+pub enum EntryFn {
+    /// `run`: inputs to outputs.
+    Run(RunFn),
+    /// A step that also reads and updates a state buffer of `state_size` bytes.
+    Step { f: StepFn, state_size: usize },
+}
+
 /// Why a run failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunError {
@@ -99,9 +113,35 @@ impl Arena {
     }
 }
 
-/// A module's `run` function together with the description it was compiled for.
+/// The state a stateful module keeps between calls (a decoder's KV cache), zeroed when made
+/// and by [`State::reset`].
+pub struct State {
+    mem: Arena,
+}
+
+impl State {
+    pub fn new(size: usize) -> State {
+        State { mem: Arena::new(size) }
+    }
+
+    pub fn size(&self) -> usize {
+        self.mem.size()
+    }
+
+    /// Forget everything (zero the buffer).
+    pub fn reset(&mut self) {
+        self.mem.words.iter_mut().for_each(|w| *w = 0);
+    }
+
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.mem.as_mut_ptr()
+    }
+}
+
+/// A module's `run` function (or a stateful step) together with the description it was
+/// compiled for.
 pub struct EntryPoint {
-    run: RunFn,
+    run: EntryFn,
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
     arena_size: usize,
@@ -113,6 +153,15 @@ impl EntryPoint {
     /// `run` must be generated code with the ABI signature, compiled for exactly these inputs,
     /// outputs and arena size, and must stay callable as long as the returned value lives.
     pub unsafe fn new(run: RunFn, inputs: Vec<TensorInfo>, outputs: Vec<TensorInfo>, arena_size: usize) -> EntryPoint {
+        // SAFETY: forwarded (the caller's contract).
+        unsafe { Self::with_fn(EntryFn::Run(run), inputs, outputs, arena_size) }
+    }
+
+    /// [`EntryPoint::new`] for a `run` or a stateful step.
+    ///
+    /// # Safety
+    /// As for [`EntryPoint::new`]; a step must have been compiled for exactly `state_size`.
+    pub unsafe fn with_fn(run: EntryFn, inputs: Vec<TensorInfo>, outputs: Vec<TensorInfo>, arena_size: usize) -> EntryPoint {
         let shapes = inputs.iter().chain(&outputs).map(|t| t.shape.iter().map(|&d| d as i64).collect()).collect();
         EntryPoint { run, inputs, outputs, arena_size, shapes }
     }
@@ -127,6 +176,14 @@ impl EntryPoint {
 
     pub fn arena_size(&self) -> usize {
         self.arena_size
+    }
+
+    /// Bytes of state a stateful step reads and updates (`None` for `run`).
+    pub fn state_size(&self) -> Option<usize> {
+        match self.run {
+            EntryFn::Run(_) => None,
+            EntryFn::Step { state_size, .. } => Some(state_size),
+        }
     }
 
     /// An arena of the size this entry point needs.
@@ -148,6 +205,40 @@ impl EntryPoint {
         inputs: &[&[u8]],
         outputs: &mut [&mut [u8]],
         arena: &mut Arena,
+        weights: *const u8,
+        pool: Option<&ThreadPool>,
+    ) -> Result<(), RunError> {
+        if self.state_size().is_some() {
+            return Err(RunError::Arguments("this entry point is a stateful step: call it with its state".into()));
+        }
+        self.call_inner(inputs, outputs, arena, None, weights, pool)
+    }
+
+    /// Run a stateful step once: [`EntryPoint::call`] plus the `state` it reads and updates.
+    pub fn call_step(
+        &self,
+        inputs: &[&[u8]],
+        outputs: &mut [&mut [u8]],
+        arena: &mut Arena,
+        state: &mut State,
+        weights: *const u8,
+        pool: Option<&ThreadPool>,
+    ) -> Result<(), RunError> {
+        let Some(need) = self.state_size() else {
+            return Err(RunError::Arguments("this entry point is `run`, which has no state".into()));
+        };
+        if state.size() < need {
+            return Err(RunError::Arguments(format!("the state has {} bytes, the module needs {need}", state.size())));
+        }
+        self.call_inner(inputs, outputs, arena, Some(state), weights, pool)
+    }
+
+    fn call_inner(
+        &self,
+        inputs: &[&[u8]],
+        outputs: &mut [&mut [u8]],
+        arena: &mut Arena,
+        state: Option<&mut State>,
         weights: *const u8,
         pool: Option<&ThreadPool>,
     ) -> Result<(), RunError> {
@@ -180,8 +271,13 @@ impl EntryPoint {
         };
         // SAFETY: every pointer refers to a live buffer of the size the description gives, and
         // `run` was compiled for that description (the contract of `new`).
-        let st = unsafe {
-            (self.run)(&ctx, ins.as_ptr(), ins.len() as u32, outs.as_mut_ptr(), outs.len() as u32, arena.as_mut_ptr() as *mut c_void, self.arena_size as u64)
+        let (ip, ni, op, no) = (ins.as_ptr(), ins.len() as u32, outs.as_mut_ptr(), outs.len() as u32);
+        let (ap, an) = (arena.as_mut_ptr() as *mut c_void, self.arena_size as u64);
+        let st = match (self.run, state) {
+            (EntryFn::Run(f), _) => unsafe { f(&ctx, ip, ni, op, no, ap, an) },
+            // SAFETY: as above; the state holds at least `state_size` bytes (checked by `call_step`).
+            (EntryFn::Step { f, .. }, Some(s)) => unsafe { f(&ctx, ip, ni, op, no, ap, an, s.as_mut_ptr() as *mut c_void, s.size() as u64) },
+            (EntryFn::Step { .. }, None) => return Err(RunError::Arguments("a stateful step needs its state".into())),
         };
         RunError::from_status(st).map_or(Ok(()), Err)
     }

@@ -141,3 +141,85 @@ fn pretrained_minilm_matches_transformers() {
     // (its I64 `embeddings.position_ids` buffer is in the file and unused).
     check("minilm", &["input_ids", "token_type_ids", "attention_mask"], &["last_hidden_state", "pooler_output"]);
 }
+
+/// The decoder's prefill and decode steps over a KV cache, compiled for `context`/`max_prefill`.
+fn decoder(name: &str, context: usize, max_prefill: usize, threads: usize) -> odc::decoder::DecoderJit {
+    let cache = odc::decoder::CacheOptions { context: Some(context), max_prefill: Some(max_prefill) };
+    let mut d = odc::decoder::DecoderJit::compile(&models().join(name), &cache, &CompileOptions::default(), &mut Timings::default()).unwrap();
+    d.set_threads(threads);
+    d
+}
+
+fn i64s(b: &[u8]) -> Vec<i64> {
+    b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// Prefill (in chunks, the last one padded) and decode steps reproduce transformers' logits at
+/// every position of the prompt, and greedy decoding its 32-token continuation.
+fn check_kv_cache(name: &str, threads: usize) {
+    let dir = models().join(name);
+    let prompt = i64s(&npy::read(&dir.join("input_ids.npy")).unwrap().data);
+    let want = npy::read(&dir.join("logits.npy")).unwrap();
+    let vocab = want.shape[2];
+    let row = |t: usize| f32s(&want.data[4 * vocab * t..4 * vocab * (t + 1)]);
+    let greedy = i64s(&npy::read(&dir.join("greedy.npy")).unwrap().data);
+    // Chunks of 5: a 12-token prompt runs as 5 + 5 + 2 (padded).
+    let d = decoder(name, prompt.len() + greedy.len(), 5, threads);
+    let mut s = d.session().unwrap();
+    let last = s.prefill(&prompt).unwrap().to_vec();
+    assert_close(&format!("{name} prefill logits at {}", prompt.len() - 1), &last, &row(prompt.len() - 1));
+    // Every position through the cache: a 3-token prefill, then one decode step per token.
+    s.reset();
+    assert_close(&format!("{name} prefill logits at 2"), s.prefill(&prompt[..3]).unwrap(), &row(2));
+    for (t, &tok) in prompt.iter().enumerate().skip(3) {
+        assert_close(&format!("{name} decode logits at {t}"), s.decode(tok).unwrap(), &row(t));
+    }
+    // Greedy continuation, token for token.
+    s.reset();
+    let argmax = |l: &[f32]| l.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0 as i64;
+    let mut next = argmax(s.prefill(&prompt).unwrap());
+    let mut got = vec![next];
+    while got.len() < greedy.len() {
+        next = argmax(s.decode(next).unwrap());
+        got.push(next);
+    }
+    assert_eq!(got, greedy, "{name}: greedy tokens at {threads} thread(s)");
+    // The cache is full now: one more token is a precise error, and the session is unchanged.
+    assert_eq!(s.position(), prompt.len() + greedy.len() - 1);
+    s.decode(next).unwrap();
+    let e = s.decode(next).unwrap_err().to_string();
+    assert_eq!(e, format!("1 tokens do not fit the context of {} ({} already in the cache); compile with a larger --context", s.context(), s.context()));
+}
+
+#[test]
+fn llama_kv_cache_matches_transformers() {
+    check_kv_cache("llama", 1);
+}
+
+#[test]
+fn llama3_kv_cache_matches_transformers_on_two_threads() {
+    check_kv_cache("llama3", 2);
+}
+
+#[test]
+fn qwen2_kv_cache_matches_transformers() {
+    check_kv_cache("qwen2", 1);
+    check_kv_cache("qwen2", 2);
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_is_a_precise_error() {
+    let d = decoder("llama", 8, 4, 1);
+    let mut s = d.session().unwrap();
+    let e = s.prefill(&[1; 9]).unwrap_err().to_string();
+    assert_eq!(e, "9 tokens do not fit the context of 8 (0 already in the cache); compile with a larger --context");
+    let e = s.prefill(&[1, 96]).unwrap_err().to_string();
+    assert_eq!(e, "token id 96 is outside the vocabulary of 96 tokens");
+    assert_eq!(s.position(), 0);
+    s.prefill(&[1; 8]).unwrap();
+    let cache = odc::decoder::CacheOptions { context: Some(300), max_prefill: None };
+    let e = odc::decoder::DecoderJit::compile(&models().join("llama"), &cache, &CompileOptions::default(), &mut Timings::default());
+    assert_eq!(e.err().unwrap().to_string(), "context 300 is longer than the model's max_position_embeddings 256");
+    let e = odc::decoder::DecoderJit::compile(&models().join("bert"), &Default::default(), &CompileOptions::default(), &mut Timings::default());
+    assert!(e.err().unwrap().to_string().contains("a BERT encoder has no KV cache"));
+}

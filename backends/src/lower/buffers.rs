@@ -130,6 +130,19 @@ impl<'g> LowerState<'g> {
         Ok(())
     }
 
+    /// Copy `src` into `out` unless `src` already lives there (state updated in place: the
+    /// scatter's data operand is the state's old value, in the very buffer it writes).
+    pub(super) fn copy_unless_in_place(&mut self, src: NodeId, out: usize, name: &str) -> Result<(), IrError> {
+        let same = self.buffer_of.get(&src).is_some_and(|&b| {
+            let (a, o) = (&self.prog.buffers[b], &self.prog.buffers[out]);
+            matches!(a.kind, BufferKind::State { .. }) && a.kind == o.kind && a.len == o.len && a.dtype == o.dtype
+        });
+        if same {
+            return Ok(());
+        }
+        self.copy_into(src, out, name)
+    }
+
     /// A kernel that copies node `src` into buffer `out`.
     pub(super) fn copy_into(&mut self, src: NodeId, out: usize, name: &str) -> Result<(), IrError> {
         self.write_into(src, None, out, name)

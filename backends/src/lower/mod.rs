@@ -34,7 +34,7 @@ pub mod program;
 mod window;
 mod winograd;
 
-pub use program::{Buffer, BufferKind, Device, IoSpec, Program, Step, ARENA_ALIGN};
+pub use program::{Buffer, BufferKind, Device, IoSpec, Program, StateSpec, Step, ARENA_ALIGN};
 
 /// The target as lowering sees it (made by [`crate::Target::lower_options`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,14 +78,33 @@ pub fn lower(g: &Graph, plan: &FusionPlan, opts: &LowerOptions) -> Result<Progra
         materialized_views: window::padded_window_inputs(g),
         aliases: vec![],
     };
+    check_state_updates(g)?;
+    let state_io = |name: &str| {
+        let p = g.inputs().iter().find(|p| p.name == name).expect("verified: state has an input");
+        let t = g.ty(p.node);
+        IoSpec { name: name.to_string(), dtype: t.dtype, shape: t.shape.clone() }
+    };
+    let (state, state_size) = Program::layout_state(g.state().iter().map(|s| state_io(s)).collect());
+    let state_kind = |name: &str| state.iter().find(|s| s.io.name == name).map(|s| BufferKind::State { offset: s.offset });
+    // Where each graph input and output lives: the caller's tensors, or the state buffer.
+    let mut input_kind = vec![];
     for p in g.inputs() {
         let t = g.ty(p.node);
-        st.prog.inputs.push(IoSpec { name: p.name.clone(), dtype: t.dtype, shape: t.shape.clone() });
+        input_kind.push(state_kind(&p.name).unwrap_or_else(|| {
+            st.prog.inputs.push(IoSpec { name: p.name.clone(), dtype: t.dtype, shape: t.shape.clone() });
+            BufferKind::Input(st.prog.inputs.len() - 1)
+        }));
     }
+    let mut output_kind = vec![];
     for p in g.outputs() {
         let t = g.ty(p.node);
-        st.prog.outputs.push(IoSpec { name: p.name.clone(), dtype: t.dtype, shape: t.shape.clone() });
+        output_kind.push(state_kind(&p.name).unwrap_or_else(|| {
+            st.prog.outputs.push(IoSpec { name: p.name.clone(), dtype: t.dtype, shape: t.shape.clone() });
+            BufferKind::Output(st.prog.outputs.len() - 1)
+        }));
     }
+    st.prog.state = state;
+    st.prog.state_size = state_size;
     // Which graph outputs a kernel node can write directly.
     let mut direct_output: HashMap<NodeId, usize> = HashMap::new();
     for (j, p) in g.outputs().iter().enumerate() {
@@ -99,13 +118,13 @@ pub fn lower(g: &Graph, plan: &FusionPlan, opts: &LowerOptions) -> Result<Progra
     for n in g.topo_order() {
         let node = g.node(n);
         let kind = match &node.op {
-            Op::Input { index } => BufferKind::Input(*index),
+            Op::Input { index } => input_kind[*index].clone(),
             _ if always_inlined(g, n) || matches!(node.op, Op::Constant(_)) => continue,
             _ if plan.is_fused(n) && !direct_output.contains_key(&n) => continue,
             _ => {
                 kernel_nodes.push(n);
                 match direct_output.get(&n) {
-                    Some(&j) => BufferKind::Output(j),
+                    Some(&j) => output_kind[j].clone(),
                     None => BufferKind::Temp { offset: 0 },
                 }
             }
@@ -123,7 +142,7 @@ pub fn lower(g: &Graph, plan: &FusionPlan, opts: &LowerOptions) -> Result<Progra
             continue;
         }
         let ty = g.ty(p.node);
-        let out = st.new_buffer(BufferKind::Output(j), ty.dtype, ty.num_elements(), &p.name);
+        let out = st.new_buffer(output_kind[j].clone(), ty.dtype, ty.num_elements(), &p.name);
         st.copy_into(p.node, out, &format!("copy_{}", p.name))?;
     }
     let (mut prog, aliases) = (st.prog, st.aliases);
@@ -141,7 +160,7 @@ pub fn lower(g: &Graph, plan: &FusionPlan, opts: &LowerOptions) -> Result<Progra
 fn remove_dead_steps(prog: &mut Program, aliases: &[Alias]) {
     let mut live_buf = vec![false; prog.buffers.len()];
     for (b, buf) in prog.buffers.iter().enumerate() {
-        live_buf[b] = matches!(buf.kind, BufferKind::Output(_));
+        live_buf[b] = matches!(buf.kind, BufferKind::Output(_) | BufferKind::State { .. });
     }
     let mut live_step = vec![false; prog.steps.len()];
     for (i, step) in prog.steps.iter().enumerate().rev() {
@@ -208,6 +227,25 @@ fn remove_dead_steps(prog: &mut Program, aliases: &[Alias]) {
     }
 }
 
+/// State is updated in place: each state output must be a scatter into its state input, and
+/// that scatter the input's only reader (any other reader could run after the update and see
+/// the new value instead of the old).
+fn check_state_updates(g: &Graph) -> Result<(), IrError> {
+    for s in g.state() {
+        let port = |ports: &[odc_ir::Port]| ports.iter().find(|p| &p.name == s).map(|p| p.node);
+        let (Some(input), Some(output)) = (port(g.inputs()), port(g.outputs())) else {
+            return Err(IrError::new(format!("state '{s}' needs both an input and an output")));
+        };
+        let scatter = matches!(g.node(output).op, Op::ScatterElements { .. } | Op::ScatterNd { .. });
+        if !scatter || g.operands(output).first() != Some(&input) || g.use_count(input) != 1 || g.outputs().iter().filter(|p| p.node == output).count() != 1 {
+            return Err(IrError::new(format!(
+                "state '{s}' must be updated in place: its new value must be one scatter into its old value, which nothing else reads"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn kernel_name(node_name: &str, op: &str) -> String {
     let clean: String = node_name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     format!("{op}_{clean}")
@@ -250,7 +288,7 @@ impl<'g> LowerState<'g> {
         match &node.op {
             Op::ScatterElements { axis, reduction } => {
                 let ops = g.operands(n);
-                self.copy_into(ops[0], out, &format!("{name}_copy"))?;
+                self.copy_unless_in_place(ops[0], out, &format!("{name}_copy"))?;
                 let (data_shape, upd_shape) = (g.ty(ops[0]).shape.clone(), g.ty(ops[2]).shape.clone());
                 let mut kl = KernelLowering::new(self, None, out);
                 let (vars, u) = kl.domain(&upd_shape);
@@ -266,7 +304,7 @@ impl<'g> LowerState<'g> {
             }
             Op::ScatterNd { reduction } => {
                 let ops = g.operands(n);
-                self.copy_into(ops[0], out, &format!("{name}_copy"))?;
+                self.copy_unless_in_place(ops[0], out, &format!("{name}_copy"))?;
                 let data_shape = g.ty(ops[0]).shape.clone();
                 let idx_shape = g.ty(ops[1]).shape.clone();
                 let q = idx_shape.len();

@@ -20,6 +20,9 @@ pub enum BufferKind {
     Weight(usize),
     /// An intermediate at a fixed offset of the arena.
     Temp { offset: usize },
+    /// Graph state (see [`odc_ir::Graph::add_state`]) at a fixed offset of the caller's state
+    /// buffer: the state's input and output are this one buffer, updated in place.
+    State { offset: usize },
 }
 
 #[derive(Clone, Debug)]
@@ -81,6 +84,34 @@ pub struct Program {
     pub inputs: Vec<IoSpec>,
     pub outputs: Vec<IoSpec>,
     pub arena_size: usize,
+    /// The state tensors, in declaration order, each at its offset of the state buffer
+    /// ([`StateSpec::offset`], [`ARENA_ALIGN`]-aligned); empty for a stateless program.
+    pub state: Vec<StateSpec>,
+    /// Bytes of the state buffer (0 without state).
+    pub state_size: usize,
+}
+
+/// One state tensor and where it lives in the state buffer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateSpec {
+    pub io: IoSpec,
+    pub offset: usize,
+}
+
+impl Program {
+    /// Lay out `state` in one buffer (each tensor [`ARENA_ALIGN`]-aligned), in order.
+    pub fn layout_state(state: Vec<IoSpec>) -> (Vec<StateSpec>, usize) {
+        let mut size = 0usize;
+        let specs = state
+            .into_iter()
+            .map(|io| {
+                let offset = size.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
+                size = offset + io.dtype.byte_len(io.shape.iter().product());
+                StateSpec { io, offset }
+            })
+            .collect();
+        (specs, size.div_ceil(ARENA_ALIGN) * ARENA_ALIGN)
+    }
 }
 
 /// Alignment of every arena buffer.
@@ -103,6 +134,7 @@ impl Region {
             BufferKind::Output(i) => ((1, i), 0),
             BufferKind::Weight(i) => ((2, i), 0),
             BufferKind::Temp { offset } => ((3, 0), offset),
+            BufferKind::State { offset } => ((4, 0), offset),
         };
         Region { space, start, end: start + len }
     }

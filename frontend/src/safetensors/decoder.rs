@@ -6,7 +6,7 @@
 use super::config::{DecoderConfig, RopeScaling};
 use super::weights::CheckpointWeights;
 use crate::FrontendError;
-use odc_ir::{DType, NodeId, Op, TensorType};
+use odc_ir::{BinaryOp, DType, NodeId, Op, ScatterReduction, TensorType};
 use odc_passes::nn::{AttentionOptions, CausalOffset, RopeOptions};
 use odc_passes::Builder;
 
@@ -56,16 +56,90 @@ pub fn rope_inv_freq(head_dim: usize, theta: f64, scaling: &RopeScaling) -> Vec<
     }
 }
 
-/// Build the decoder over `input_ids: [batch, seq]`; returns the logits node.
-pub fn build(b: &mut Builder, c: &DecoderConfig, w: &CheckpointWeights, batch: usize, seq: usize) -> Result<NodeId, FrontendError> {
+/// What graph to build of a decoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecoderGraph {
+    /// `run` over a whole `[batch, seq]` sequence (logits at every position), no cache.
+    Sequence { batch: usize, seq: usize },
+    /// One step over a KV cache held as graph state (see [`KvCache`]): `chunk` new tokens.
+    Step { chunk: usize, cache: KvCache },
+}
+
+/// The KV cache a decoder's steps share: up to `context` positions, written by prefill chunks of
+/// up to `max_prefill` tokens.
+///
+/// Layout: per layer `l`, state `cache.{l}.key` and `cache.{l}.value`, each f32
+/// `[1, kv_heads, slots, head_dim]` with `slots = context + max_prefill - 1`: a chunk's padding
+/// rows (beyond its valid tokens) land in the spare slots after the last valid position and are
+/// never attended to (the causal frontier stops at the valid ones) before being overwritten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvCache {
+    pub context: usize,
+    pub max_prefill: usize,
+}
+
+impl KvCache {
+    pub fn slots(&self) -> usize {
+        self.context + self.max_prefill - 1
+    }
+}
+
+/// Where the attention of one layer reads its keys and values, and the positions it rotates by.
+struct Positions {
+    cos: NodeId,
+    sin: NodeId,
+    /// The additive causal bias over the keys attended to.
+    mask: NodeId,
+    /// For a step: the cache slots the chunk's keys go to, `[1, kv_heads, chunk, head_dim]`.
+    write_at: Option<NodeId>,
+}
+
+/// Build decoder graph `what`; returns the logits node (`[batch, seq, vocab]` for a sequence,
+/// `[1, vocab]` at the chunk's last valid token for a step).
+///
+/// A step's inputs are `input_ids: [1, chunk]` (i64), `position: [1]` (i64, the tokens already in
+/// the cache) and, when `chunk > 1`, `n_tokens: [1]` (the valid tokens of the chunk, the rest
+/// padding); its state is the cache. Token `i` of the chunk sits at position `position + i`.
+pub fn build(b: &mut Builder, c: &DecoderConfig, w: &CheckpointWeights, what: DecoderGraph) -> Result<NodeId, FrontendError> {
     let (hidden, hd) = (c.hidden_size, c.head_dim);
+    let (batch, seq) = match what {
+        DecoderGraph::Sequence { batch, seq } => (batch, seq),
+        DecoderGraph::Step { chunk, .. } => (1, chunk),
+    };
     let ids = b.g.add_input("input_ids", TensorType::new(DType::I64, vec![batch, seq]));
+    let inv_freq = rope_inv_freq(hd, c.rope_theta, &c.rope_scaling);
+    let (pos, last) = match what {
+        DecoderGraph::Sequence { .. } => {
+            let (cos, sin) = b.rope_tables(seq, &inv_freq);
+            let causal = b.causal_allowed(seq, seq, CausalOffset::Fixed(0))?;
+            let mask = b.bias_from_mask(causal, DType::F32)?;
+            (Positions { cos, sin, mask, write_at: None }, None)
+        }
+        DecoderGraph::Step { chunk, cache } => {
+            let position = b.g.add_input("position", TensorType::new(DType::I64, vec![1]));
+            let last = if chunk > 1 {
+                let n = b.g.add_input("n_tokens", TensorType::new(DType::I64, vec![1]));
+                Some(b.binary_c(BinaryOp::Sub, n, 1.0)?)
+            } else {
+                None
+            };
+            let slots = cache.slots();
+            let (table_cos, table_sin) = b.rope_tables(slots, &inv_freq);
+            let offsets = b.iota(DType::I64, &[chunk], 0)?;
+            let positions = b.add2(offsets, position)?;
+            let cos = b.add(Op::Gather { axis: 0 }, &[table_cos, positions])?;
+            let sin = b.add(Op::Gather { axis: 0 }, &[table_sin, positions])?;
+            let causal = b.causal_allowed(chunk, slots, CausalOffset::Tensor(position))?;
+            let mask = b.bias_from_mask(causal, DType::F32)?;
+            let rows = b.iota(DType::I64, &[1, c.num_kv_heads, chunk, hd], 2)?;
+            let at = b.reshape(position, &[1, 1, 1, 1])?;
+            let write_at = b.add2(rows, at)?;
+            (Positions { cos, sin, mask, write_at: Some(write_at) }, last)
+        }
+    };
     let embed = weight(b, w, "model.embed_tokens.weight", &[c.vocab_size, hidden])?;
     let mut x = b.add(Op::Gather { axis: 0 }, &[embed, ids])?;
-    let (cos, sin) = b.rope_tables(seq, &rope_inv_freq(hd, c.rope_theta, &c.rope_scaling));
-    let causal = b.causal_allowed(seq, seq, CausalOffset::Fixed(0))?;
-    let mask = b.bias_from_mask(causal, DType::F32)?;
-    let attention = AttentionOptions::for_head_dim(hd).with_bias(mask);
+    let attention = AttentionOptions::for_head_dim(hd).with_bias(pos.mask);
     let rope = RopeOptions::default();
     for l in 0..c.num_layers {
         let p = format!("model.layers.{l}");
@@ -78,8 +152,23 @@ pub fn build(b: &mut Builder, c: &DecoderConfig, w: &CheckpointWeights, batch: u
         let q = b.split_heads(q, c.num_heads)?;
         let k = b.split_heads(k, c.num_kv_heads)?;
         let v = b.split_heads(v, c.num_kv_heads)?;
-        let q = b.rotary_embedding(q, cos, sin, &rope)?;
-        let k = b.rotary_embedding(k, cos, sin, &rope)?;
+        let q = b.rotary_embedding(q, pos.cos, pos.sin, &rope)?;
+        let k = b.rotary_embedding(k, pos.cos, pos.sin, &rope)?;
+        let (k, v) = match (what, pos.write_at) {
+            (DecoderGraph::Step { cache, .. }, Some(at)) => {
+                let ty = TensorType::new(DType::F32, vec![1, c.num_kv_heads, cache.slots(), hd]);
+                let mut updated = vec![];
+                for (part, new) in [("key", k), ("value", v)] {
+                    let name = format!("cache.{l}.{part}");
+                    let old = b.g.add_state(&name, ty.clone());
+                    let all = b.add(Op::ScatterElements { axis: 2, reduction: ScatterReduction::None }, &[old, at, new])?;
+                    b.g.set_state_output(&name, all);
+                    updated.push(all);
+                }
+                (updated[0], updated[1])
+            }
+            _ => (k, v),
+        };
         let a = b.attention(q, k, v, &attention)?.output;
         let a = b.merge_heads(a)?;
         let o = linear(b, w, a, &format!("{p}.self_attn.o_proj"), hidden, c.num_heads * hd, c.o_bias)?;
@@ -92,10 +181,18 @@ pub fn build(b: &mut Builder, c: &DecoderConfig, w: &CheckpointWeights, batch: u
         let down = linear(b, w, gu, &format!("{p}.mlp.down_proj"), hidden, c.intermediate_size, c.mlp_bias)?;
         x = b.add2(x, down)?;
     }
+    // A step needs the logits of its last valid token only: the head runs on that row.
+    if let Some(last) = last {
+        x = b.add(Op::Gather { axis: 1 }, &[x, last])?;
+    }
     b.origin = "model.norm".into();
     let norm_w = weight(b, w, "model.norm.weight", &[hidden])?;
     let x = b.rms_norm(x, Some(norm_w), &[2], c.rms_norm_eps)?;
     b.origin = "lm_head".into();
     let head = if c.tie_word_embeddings && !w.contains("lm_head.weight") { "model.embed_tokens" } else { "lm_head" };
-    linear(b, w, x, head, c.vocab_size, hidden, false)
+    let logits = linear(b, w, x, head, c.vocab_size, hidden, false)?;
+    Ok(match what {
+        DecoderGraph::Sequence { .. } => logits,
+        DecoderGraph::Step { .. } => b.reshape(logits, &[1, c.vocab_size])?,
+    })
 }

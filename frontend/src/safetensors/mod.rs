@@ -16,6 +16,7 @@ pub use weights::CheckpointWeights;
 
 use crate::source::{Checkpoint, DeclaredInput, ImportOptions};
 use crate::FrontendError;
+use decoder::DecoderGraph;
 use odc_ir::{DType, Evaluator, Graph, SymDim};
 
 /// The inputs a checkpoint's graph takes: token ids `[batch, sequence]` (and BERT's token types
@@ -59,12 +60,31 @@ fn token_shape(opts: &ImportOptions, max_positions: usize) -> Result<(usize, usi
 /// Build the graph of a checkpoint.
 pub fn import(c: &Checkpoint, opts: &ImportOptions, eval: &dyn Evaluator) -> Result<Graph, FrontendError> {
     let mut b = odc_passes::Builder::new(eval);
-    let outputs = match &c.config {
-        ModelConfig::Decoder(d) => {
-            let (batch, seq) = token_shape(opts, d.max_position_embeddings)?;
-            vec![("logits", decoder::build(&mut b, d, &c.weights, batch, seq)?)]
+    let outputs = match (&c.config, opts.step) {
+        (ModelConfig::Decoder(d), Some(step)) => {
+            let cache = step.cache;
+            if cache.context == 0 || cache.max_prefill == 0 || step.chunk == 0 || step.chunk > cache.max_prefill {
+                return Err(FrontendError::Shape(format!(
+                    "a decoder step needs context >= 1 and 1 <= chunk <= max-prefill, got context {}, chunk {}, max-prefill {}",
+                    cache.context, step.chunk, cache.max_prefill
+                )));
+            }
+            if cache.context > d.max_position_embeddings {
+                return Err(FrontendError::Shape(format!(
+                    "context {} is longer than the model's max_position_embeddings {}",
+                    cache.context, d.max_position_embeddings
+                )));
+            }
+            vec![("logits", decoder::build(&mut b, d, &c.weights, DecoderGraph::Step { chunk: step.chunk, cache })?)]
         }
-        ModelConfig::Bert(cfg) => {
+        (ModelConfig::Decoder(d), None) => {
+            let (batch, seq) = token_shape(opts, d.max_position_embeddings)?;
+            vec![("logits", decoder::build(&mut b, d, &c.weights, DecoderGraph::Sequence { batch, seq })?)]
+        }
+        (ModelConfig::Bert(_), Some(_)) => {
+            return Err(FrontendError::Invalid("a BERT encoder has no KV cache: prefill/decode steps are for decoders".into()))
+        }
+        (ModelConfig::Bert(cfg), None) => {
             let (batch, seq) = token_shape(opts, cfg.max_position_embeddings)?;
             let (hidden, pooled) = bert::build(&mut b, cfg, &c.weights, batch, seq)?;
             let mut outs = vec![("last_hidden_state", hidden)];

@@ -274,6 +274,7 @@ fn rebuild(src: &Graph, eg: &OGraph, ext: &Extraction, outputs: &[(String, Id)],
     };
     let name_of = |c: Id| names.get(&eg.find(c)).map(|s| s.to_string()).unwrap_or_else(|| format!("t{c}"));
     let mut g = Graph::new();
+    g.copy_state_names(src);
     let inputs: Vec<NodeId> = src.inputs().iter().map(|p| g.add_input(&p.name, src.ty(p.node).clone())).collect();
     let mut plan = FusionPlan::default();
     let mut value: HashMap<Id, NodeId> = HashMap::new();
