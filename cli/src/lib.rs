@@ -10,6 +10,7 @@
 //! Must not: contain operator semantics or code generation; those live in the library crates.
 
 pub mod decoder;
+pub mod generate;
 pub mod npy;
 
 use odc_backends::aot::{self, AotOptions, WeightsPlacement};

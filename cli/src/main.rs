@@ -134,6 +134,10 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         warmup: usize,
     },
+    /// Generate text with a decoder: a checkpoint directory (compiled in process) or a compiled
+    /// decoder module. Streams the text, then prints `generated: <ids>` and
+    /// `prefill_tok_s=<x> decode_tok_s=<y>`.
+    Generate(GenerateArgs),
     /// Show the imported graph and the kernel plan.
     Inspect {
         #[command(flatten)]
@@ -152,6 +156,115 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// A decoder checkpoint directory (llama, qwen2) or a compiled decoder module (.so).
+    model: PathBuf,
+    /// The prompt text (needs the model's tokenizer).
+    #[arg(long, conflicts_with = "prompt_tokens")]
+    prompt: Option<String>,
+    /// The prompt as token ids: 1,2,3.
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    prompt_tokens: Vec<i64>,
+    /// New tokens to generate (fewer if an end-of-sequence token comes first).
+    #[arg(short = 'n', long = "max-new-tokens", default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Sample at this temperature (default: greedy decoding).
+    #[arg(long, conflicts_with = "greedy", allow_negative_numbers = true)]
+    temperature: Option<f32>,
+    /// When sampling: keep the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// When sampling: keep the smallest set of tokens whose probability reaches P.
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// When sampling: the random seed (default: a fresh one, printed on stderr).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Always take the most likely token (the default unless --temperature is given).
+    #[arg(long)]
+    greedy: bool,
+    /// Threads sharing each parallel loop.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Checkpoints: positions the KV cache holds (default: max_position_embeddings, at most 2048).
+    #[arg(long)]
+    context: Option<usize>,
+    /// Checkpoints: tokens per prefill step (default 64; longer prompts take several steps).
+    #[arg(long)]
+    max_prefill: Option<usize>,
+    /// The tokenizer: a tokenizer.json, or a directory with one (or vocab.json + merges.txt).
+    /// Default: the checkpoint directory, or the module's directory.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Keep going past end-of-sequence tokens.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Module symbol prefix (default: the file name without `lib` and `.so`).
+    #[arg(long)]
+    prefix: Option<String>,
+}
+
+fn generate(a: &GenerateArgs) -> Result<()> {
+    use odc::generate::{self as gen, Sampling, TextStream, TextTokenizer};
+    use std::io::Write;
+    let side = gen::side_files_dir(&a.model);
+    let tokenizer_path = a.tokenizer.clone().unwrap_or_else(|| side.clone());
+    let tokenizer = TextTokenizer::find(&tokenizer_path)?;
+    let prompt = match (&a.prompt, &a.prompt_tokens[..]) {
+        (Some(text), _) => match &tokenizer {
+            Some(t) => t.encode(text)?,
+            None => bail!("--prompt needs a tokenizer: {} has no tokenizer.json (or vocab.json + merges.txt); pass --tokenizer or --prompt-tokens", tokenizer_path.display()),
+        },
+        (None, []) => bail!("give a prompt: --prompt TEXT or --prompt-tokens 1,2,3"),
+        (None, ids) => ids.to_vec(),
+    };
+    let sampling = match a.temperature {
+        Some(t) if t != 0.0 => {
+            let seed = a.seed.unwrap_or_else(rand::random);
+            eprintln!("sampling: temperature {t}, top-k {}, top-p {}, seed {seed}", a.top_k, a.top_p);
+            Sampling::Sample { temperature: t, top_k: a.top_k, top_p: a.top_p, seed }
+        }
+        _ => Sampling::Greedy,
+    };
+    let stop_tokens = if a.ignore_eos { vec![] } else { gen::stop_tokens(a.tokenizer.as_deref().map_or(&side, |t| if t.is_dir() { t } else { &side })) };
+    let opts = gen::GenerateOptions { max_new_tokens: a.max_new_tokens, sampling, stop_tokens };
+    if !a.model.is_dir() {
+        bail!("{} is not a checkpoint directory; `odc generate` on a compiled module is not built yet", a.model.display());
+    }
+    let t0 = std::time::Instant::now();
+    let cache = odc::decoder::CacheOptions { context: a.context, max_prefill: a.max_prefill };
+    let mut d = odc::decoder::DecoderJit::compile(&a.model, &cache, &CompileOptions::default(), &mut Timings::default())?;
+    d.set_threads(a.threads);
+    eprintln!(
+        "compiled {} in {:.2} s: context {}, prefill steps of {} tokens, threads {}",
+        a.model.display(),
+        t0.elapsed().as_secs_f64(),
+        d.cache.context,
+        d.cache.max_prefill,
+        a.threads
+    );
+    let mut session = d.session()?;
+    let stdout = std::io::stdout();
+    let mut stream = tokenizer.as_ref().map(|t| TextStream::new(t, stdout.lock()));
+    if let (Some(text), Some(_)) = (&a.prompt, &stream) {
+        print!("{text}");
+    }
+    let g = gen::generate(&mut session, &prompt, &opts, |tokens| match &mut stream {
+        Some(s) => s.update(tokens),
+        None => Ok(()),
+    })?;
+    drop(stream);
+    let ids: Vec<String> = g.tokens.iter().map(|t| t.to_string()).collect();
+    let mut out = std::io::stdout().lock();
+    if tokenizer.is_some() {
+        writeln!(out)?;
+    }
+    writeln!(out, "generated: {}", ids.join(" "))?;
+    writeln!(out, "prefill_tok_s={:.2} decode_tok_s={:.2}", g.prefill_tok_s(), g.decode_tok_s())?;
+    Ok(())
 }
 
 fn compile_options(m: &ModelArgs) -> Result<CompileOptions> {
@@ -662,6 +775,7 @@ fn main() -> ExitCode {
                 inspect(m, *graph, *kernels).map(|_| true)
             }
         }
+        Cmd::Generate(a) => generate(a).map(|_| true),
         Cmd::Exec { module, prefix, inputs, output_dir, print, threads, runs, warmup } => {
             exec(module, prefix.as_deref(), inputs, output_dir.as_deref(), *print, *threads, *runs, *warmup).map(|_| true)
         }
