@@ -3,7 +3,7 @@
 //! and the external weights file when weights are not embedded.
 
 use crate::lower::Program;
-use crate::module::{define_program, ModuleSpec, WeightsLayout, WeightsMode};
+use crate::module::{define_program, define_stateful_module, ModuleSpec, WeightsLayout, WeightsMode};
 use crate::error::CodegenError;
 use crate::target::{is_host, Target};
 use cranelift_object::{ObjectBuilder, ObjectModule};
@@ -47,15 +47,34 @@ fn is_c_identifier(s: &str) -> bool {
 /// Compile `prog` (lowered for `target`) to an object for `target` (see
 /// [`Target::for_module`]).
 pub fn compile_object(prog: &Program, target: &Target, opts: &AotOptions) -> Result<AotModule, CodegenError> {
+    emit_object(target, opts, WeightsLayout::of(prog).size, |m, spec| define_program(m, prog, spec).map(|e| e.weights_layout))
+}
+
+/// Compile a stateful module: one entry point per `(name, program)` over one state and one
+/// weights blob, the state holding `context` positions (see
+/// [`crate::module::define_stateful_module`]).
+pub fn compile_stateful_object(entries: &[(&str, &Program)], context: usize, target: &Target, opts: &AotOptions) -> Result<AotModule, CodegenError> {
+    let progs: Vec<&Program> = entries.iter().map(|(_, p)| *p).collect();
+    let size = WeightsLayout::shared(&progs).0.size;
+    emit_object(target, opts, size, |m, spec| define_stateful_module(m, entries, context, spec))
+}
+
+/// An object module for `target` with whatever `define` puts in it; `weights_size` decides
+/// between embedded and external weights.
+fn emit_object(
+    target: &Target,
+    opts: &AotOptions,
+    weights_size: usize,
+    define: impl FnOnce(&mut ObjectModule, &ModuleSpec) -> Result<WeightsLayout, CodegenError>,
+) -> Result<AotModule, CodegenError> {
     if !is_c_identifier(&opts.prefix) {
         return Err(CodegenError::Invalid(format!("prefix '{}' is not a C identifier (letters, digits, _)", opts.prefix)));
     }
     let triple = target.triple.clone();
-    let layout = WeightsLayout::of(prog);
     let external = match opts.weights {
         WeightsPlacement::Embedded => false,
-        WeightsPlacement::External => layout.size > 0,
-        WeightsPlacement::Auto => layout.size >= DEFAULT_EXTERNAL_THRESHOLD,
+        WeightsPlacement::External => weights_size > 0,
+        WeightsPlacement::Auto => weights_size >= DEFAULT_EXTERNAL_THRESHOLD,
     };
     let file_name = format!("{}.weights", opts.prefix);
     let weights = if external { WeightsMode::External { file_name: file_name.clone() } } else { WeightsMode::Embedded };
@@ -63,7 +82,7 @@ pub fn compile_object(prog: &Program, target: &Target, opts: &AotOptions) -> Res
         .map_err(|e| CodegenError::Cranelift(format!("object builder: {e}")))?;
     let mut module = ObjectModule::new(builder);
     let spec = ModuleSpec { prefix: opts.prefix.clone(), weights, target: target.clone() };
-    define_program(&mut module, prog, &spec)?;
+    let layout = define(&mut module, &spec)?;
     let product = module.finish();
     let object = product.emit().map_err(|e| CodegenError::Cranelift(format!("object emission failed: {e}")))?;
     Ok(AotModule { triple, object, weights_file: external.then_some((file_name, layout)) })

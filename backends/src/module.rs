@@ -134,6 +134,37 @@ impl WeightsLayout {
         WeightsLayout { offsets, size, parts: prog.weights.iter().map(|w| w.data.clone()).collect() }
     }
 
+    /// One blob for the weights of several programs (the entry points of one module), each
+    /// distinct weight once: a weight whose bytes equal another's (the same tensor packed the
+    /// same way by two programs) shares its place. Returns the layout and, per program, the
+    /// offset of each of its weights.
+    pub fn shared(progs: &[&Program]) -> (Self, Vec<Vec<usize>>) {
+        use std::collections::HashMap;
+        let mut layout = WeightsLayout::default();
+        let mut by_content: HashMap<(usize, u64), Vec<usize>> = HashMap::new();
+        let mut per_program = vec![];
+        for prog in progs {
+            let mut offsets = vec![];
+            for w in &prog.weights {
+                let bytes = w.data.as_slice();
+                let key = (bytes.len(), content_hash(bytes));
+                let same = by_content.entry(key).or_default();
+                let found = same.iter().copied().find(|&part| layout.parts[part].as_slice() == bytes);
+                let part = found.unwrap_or_else(|| {
+                    layout.size = layout.size.div_ceil(64) * 64;
+                    layout.offsets.push(layout.size);
+                    layout.size += bytes.len();
+                    layout.parts.push(w.data.clone());
+                    same.push(layout.parts.len() - 1);
+                    layout.parts.len() - 1
+                });
+                offsets.push(layout.offsets[part]);
+            }
+            per_program.push(offsets);
+        }
+        (layout, per_program)
+    }
+
     /// The bytes `range` of the blob.
     pub fn range(&self, range: std::ops::Range<usize>) -> Vec<u8> {
         let mut out = vec![0u8; range.len()];
@@ -170,77 +201,172 @@ impl WeightsLayout {
     }
 }
 
+/// FNV-1a over 8-byte words (the tail bytewise): cheap enough for every weight of a model.
+fn content_hash(bytes: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        h = (h ^ u64::from_le_bytes(w.try_into().expect("8 bytes"))).wrapping_mul(0x100_0000_01b3);
+    }
+    for &b in words.remainder() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
 fn module_err(e: impl std::fmt::Display) -> CodegenError {
     CodegenError::Cranelift(e.to_string())
 }
 
 /// Define every kernel, the weights, the descriptor and the three entry points in `m`.
 pub fn define_program<M: Module>(m: &mut M, prog: &Program, spec: &ModuleSpec) -> Result<EmittedProgram, CodegenError> {
-    let ptr = m.target_config().pointer_type();
-    if ptr != types::I64 {
-        return Err(CodegenError::Invalid("odc modules need a 64-bit target".into()));
-    }
+    check_module_target(m)?;
     prog.check_order().map_err(|e| CodegenError::Invalid(e.to_string()))?;
-    let call_conv = m.target_config().default_call_conv;
-    let opts = spec.target.codegen;
     let p = &spec.prefix;
     let mut fctx = FunctionBuilderContext::new();
-    let mut ctx = m.make_context();
-    let sig = kernel_signature(call_conv, ptr);
+    let kernels = define_kernels(m, prog, spec, p)?;
+    let layout = WeightsLayout::of(prog);
+    let weights_data = define_weights_blob(m, spec, &layout)?;
+    let fingerprint = weights_fingerprint(spec, &layout);
+    let desc = define_descriptor(m, p, spec, &prog.inputs, &prog.outputs, prog.arena_size, &layout, fingerprint)?;
+    let arena_size = define_u64_fn(m, &format!("{p}_arena_size"), prog.arena_size as u64, &mut fctx)?;
+    let describe = define_describe_fn(m, &format!("{p}_describe"), desc, &mut fctx)?;
+    let entry = if prog.state.is_empty() { format!("{p}_run") } else { format!("{p}_step") };
+    let run = define_run(m, prog, spec, &entry, &kernels, &layout.offsets, layout.size, weights_data, &mut fctx)?;
+    Ok(EmittedProgram { run, arena_size, describe, kernels, weights_layout: layout })
+}
+
+/// Define a stateful module: one entry point per `(name, program)` (a decoder's `prefill` and
+/// `decode`), all over one state layout and one weights blob (identical weights stored once),
+/// with `p_<name>`, `p_<name>_describe`, `p_state_size`, `p_context` (the positions the state
+/// holds, `context`), `p_arena_size` (the largest entry's) and a `p_describe` without tensors
+/// (see `odc_runtime::abi`). Returns the weights layout.
+pub fn define_stateful_module<M: Module>(
+    m: &mut M,
+    entries: &[(&str, &Program)],
+    context: usize,
+    spec: &ModuleSpec,
+) -> Result<WeightsLayout, CodegenError> {
+    check_module_target(m)?;
+    let p = &spec.prefix;
+    let Some((_, first)) = entries.first() else {
+        return Err(CodegenError::Invalid("a stateful module needs at least one entry point".into()));
+    };
+    for (name, prog) in entries {
+        prog.check_order().map_err(|e| CodegenError::Invalid(e.to_string()))?;
+        if prog.state.is_empty() {
+            return Err(CodegenError::Invalid(format!("entry point '{name}' has no state")));
+        }
+        if prog.state != first.state || prog.state_size != first.state_size {
+            return Err(CodegenError::Invalid(format!("entry point '{name}' lays out its state differently from the first")));
+        }
+        if ["run", "describe", "arena_size", "state_size", "context", "weights", "meta", "desc", "tensor_descs"].contains(name)
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(CodegenError::Invalid(format!("'{name}' cannot name an entry point")));
+        }
+    }
+    let mut fctx = FunctionBuilderContext::new();
+    let progs: Vec<&Program> = entries.iter().map(|(_, prog)| *prog).collect();
+    let (layout, offsets) = WeightsLayout::shared(&progs);
+    let weights_data = define_weights_blob(m, spec, &layout)?;
+    let fingerprint = weights_fingerprint(spec, &layout);
+    for ((name, prog), offsets) in entries.iter().zip(&offsets) {
+        let base = format!("{p}_{name}");
+        let kernels = define_kernels(m, prog, spec, &base)?;
+        let desc = define_descriptor(m, &base, spec, &prog.inputs, &prog.outputs, prog.arena_size, &layout, fingerprint)?;
+        define_describe_fn(m, &format!("{base}_describe"), desc, &mut fctx)?;
+        define_run(m, prog, spec, &base, &kernels, offsets, layout.size, weights_data, &mut fctx)?;
+    }
+    let arena = progs.iter().map(|q| q.arena_size).max().unwrap_or(0);
+    let desc = define_descriptor(m, p, spec, &[], &[], arena, &layout, fingerprint)?;
+    define_describe_fn(m, &format!("{p}_describe"), desc, &mut fctx)?;
+    define_u64_fn(m, &format!("{p}_arena_size"), arena as u64, &mut fctx)?;
+    define_u64_fn(m, &format!("{p}_state_size"), first.state_size as u64, &mut fctx)?;
+    define_u64_fn(m, &format!("{p}_context"), context as u64, &mut fctx)?;
+    Ok(layout)
+}
+
+fn check_module_target<M: Module>(m: &M) -> Result<(), CodegenError> {
+    if m.target_config().pointer_type() != types::I64 {
+        return Err(CodegenError::Invalid("odc modules need a 64-bit target".into()));
+    }
+    Ok(())
+}
+
+/// Declare and compile the kernels of `prog` as `{base}_k{i}`.
+fn define_kernels<M: Module>(m: &mut M, prog: &Program, spec: &ModuleSpec, base: &str) -> Result<Vec<FuncId>, CodegenError> {
+    let sig = kernel_signature(m.target_config().default_call_conv, m.target_config().pointer_type());
     let mut kernels = vec![];
     for (i, k) in prog.kernels.iter().enumerate() {
-        kernels.push(m.declare_function(&format!("{p}_k{i}"), Linkage::Local, &sig).map_err(module_err)?);
+        kernels.push(m.declare_function(&format!("{base}_k{i}"), Linkage::Local, &sig).map_err(module_err)?);
         if std::env::var("ODC_DUMP_KERNELS").is_ok_and(|f| k.name.contains(f.as_str())) {
             eprintln!("{k}");
         }
     }
-    let compiled = compile_kernels(prog, &kernels, &sig, m.isa(), Some(&*spec.target.microkernel_isa), opts)?;
+    let compiled = compile_kernels(prog, &kernels, &sig, m.isa(), Some(&*spec.target.microkernel_isa), spec.target.codegen)?;
     for ((k, &id), c) in prog.kernels.iter().zip(&kernels).zip(compiled) {
         if let Some(d) = c.disasm {
             eprintln!("=== kernel {} ===\n{d}", k.name);
         }
         m.define_function_bytes(id, c.alignment, &c.bytes, &c.relocs).map_err(module_err)?;
     }
+    Ok(kernels)
+}
 
-    let layout = WeightsLayout::of(prog);
-    let weights_data = match &spec.weights {
+/// The embedded weights blob (`Embedded` with any weights), 64-byte aligned read-only data.
+fn define_weights_blob<M: Module>(m: &mut M, spec: &ModuleSpec, layout: &WeightsLayout) -> Result<Option<DataId>, CodegenError> {
+    match &spec.weights {
         WeightsMode::Embedded if layout.size > 0 => {
-            let id = m.declare_data(&format!("{p}_weights"), Linkage::Local, false, false).map_err(module_err)?;
+            let id = m.declare_data(&format!("{}_weights", spec.prefix), Linkage::Local, false, false).map_err(module_err)?;
             let mut d = DataDescription::new();
             d.define(layout.blob().into_boxed_slice());
             d.set_align(64);
             m.define_data(id, &d).map_err(module_err)?;
-            Some(id)
+            Ok(Some(id))
         }
-        _ => None,
-    };
-    let fingerprint = match &spec.weights {
+        _ => Ok(None),
+    }
+}
+
+fn weights_fingerprint(spec: &ModuleSpec, layout: &WeightsLayout) -> u64 {
+    match &spec.weights {
         WeightsMode::External { .. } => layout.fingerprint(),
         _ => 0,
-    };
-    let desc = define_descriptor(m, prog, spec, &layout, fingerprint)?;
+    }
+}
 
-    // p_arena_size() and p_describe()
-    let mut sig = ir::Signature::new(call_conv);
+/// `uint64_t name(void)`, returning `value`.
+fn define_u64_fn<M: Module>(m: &mut M, name: &str, value: u64, fctx: &mut FunctionBuilderContext) -> Result<FuncId, CodegenError> {
+    let mut sig = ir::Signature::new(m.target_config().default_call_conv);
     sig.returns.push(AbiParam::new(types::I64));
-    let arena_size = m.declare_function(&format!("{p}_arena_size"), Linkage::Export, &sig).map_err(module_err)?;
-    ctx.func.signature = sig.clone();
+    let id = m.declare_function(name, Linkage::Export, &sig).map_err(module_err)?;
+    let mut ctx = m.make_context();
+    ctx.func.signature = sig;
     {
-        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
         let e = b.create_block();
         b.switch_to_block(e);
-        let v = b.ins().iconst(types::I64, prog.arena_size as i64);
+        let v = b.ins().iconst(types::I64, value as i64);
         b.ins().return_(&[v]);
         b.seal_all_blocks();
         b.finalize(m.isa().frontend_config());
     }
-    m.define_function(arena_size, &mut ctx).map_err(module_err)?;
-    m.clear_context(&mut ctx);
-    let describe = m.declare_function(&format!("{p}_describe"), Linkage::Export, &sig).map_err(module_err)?;
+    m.define_function(id, &mut ctx).map_err(module_err)?;
+    Ok(id)
+}
+
+/// `const odc_module_desc *name(void)`, returning the address of `desc`.
+fn define_describe_fn<M: Module>(m: &mut M, name: &str, desc: DataId, fctx: &mut FunctionBuilderContext) -> Result<FuncId, CodegenError> {
+    let ptr = m.target_config().pointer_type();
+    let mut sig = ir::Signature::new(m.target_config().default_call_conv);
+    sig.returns.push(AbiParam::new(ptr));
+    let id = m.declare_function(name, Linkage::Export, &sig).map_err(module_err)?;
+    let mut ctx = m.make_context();
     ctx.func.signature = sig;
     {
         let gv = m.declare_data_in_func(desc, &mut ctx.func);
-        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
         let e = b.create_block();
         b.switch_to_block(e);
         let v = b.ins().symbol_value(ptr, gv);
@@ -248,19 +374,20 @@ pub fn define_program<M: Module>(m: &mut M, prog: &Program, spec: &ModuleSpec) -
         b.seal_all_blocks();
         b.finalize(m.isa().frontend_config());
     }
-    m.define_function(describe, &mut ctx).map_err(module_err)?;
-    m.clear_context(&mut ctx);
-
-    let entry = if prog.state.is_empty() { format!("{p}_run") } else { format!("{p}_step") };
-    let run = define_run(m, prog, spec, &entry, &kernels, &layout.offsets, layout.size, weights_data, &mut fctx)?;
-    Ok(EmittedProgram { run, arena_size, describe, kernels, weights_layout: layout })
+    m.define_function(id, &mut ctx).map_err(module_err)?;
+    Ok(id)
 }
 
-/// The static descriptor: strings and shapes, tensor descriptors, and the module descriptor.
+/// The static descriptor (data symbols `{base}_meta`, `{base}_tensor_descs`, `{base}_desc`):
+/// strings and shapes, tensor descriptors, and the module descriptor.
+#[allow(clippy::too_many_arguments)]
 fn define_descriptor<M: Module>(
     m: &mut M,
-    prog: &Program,
+    base: &str,
     spec: &ModuleSpec,
+    inputs: &[IoSpec],
+    outputs: &[IoSpec],
+    arena_size: usize,
     layout: &WeightsLayout,
     fingerprint: u64,
 ) -> Result<DataId, CodegenError> {
@@ -278,7 +405,7 @@ fn define_descriptor<M: Module>(
         WeightsMode::External { file_name } => Some(add_str(&mut pool, file_name)),
         _ => None,
     };
-    let ios: Vec<&IoSpec> = prog.inputs.iter().chain(&prog.outputs).collect();
+    let ios: Vec<&IoSpec> = inputs.iter().chain(outputs).collect();
     let mut io_offs = vec![];
     for io in &ios {
         let n = add_str(&mut pool, &io.name);
@@ -291,13 +418,13 @@ fn define_descriptor<M: Module>(
         }
         io_offs.push((n, s));
     }
-    let pool_id = m.declare_data(&format!("{p}_meta"), Linkage::Local, false, false).map_err(module_err)?;
+    let pool_id = m.declare_data(&format!("{base}_meta"), Linkage::Local, false, false).map_err(module_err)?;
     let mut d = DataDescription::new();
     d.define(pool.into_boxed_slice());
     d.set_align(8);
     m.define_data(pool_id, &d).map_err(module_err)?;
 
-    let descs_id = m.declare_data(&format!("{p}_tensor_descs"), Linkage::Local, false, false).map_err(module_err)?;
+    let descs_id = m.declare_data(&format!("{base}_tensor_descs"), Linkage::Local, false, false).map_err(module_err)?;
     let mut bytes = vec![0u8; 24 * ios.len().max(1)];
     let mut d = DataDescription::new();
     let gv_pool = m.declare_data_in_data(pool_id, &mut d);
@@ -312,15 +439,15 @@ fn define_descriptor<M: Module>(
     d.set_align(8);
     m.define_data(descs_id, &d).map_err(module_err)?;
 
-    let desc_id = m.declare_data(&format!("{p}_desc"), Linkage::Local, false, false).map_err(module_err)?;
+    let desc_id = m.declare_data(&format!("{base}_desc"), Linkage::Local, false, false).map_err(module_err)?;
     let mut b = vec![0u8; 80];
     let put32 = |b: &mut Vec<u8>, o: usize, v: u32| b[o..o + 4].copy_from_slice(&v.to_le_bytes());
     let put64 = |b: &mut Vec<u8>, o: usize, v: u64| b[o..o + 8].copy_from_slice(&v.to_le_bytes());
     put32(&mut b, 0, abi::MAGIC);
     put32(&mut b, 4, abi::ABI_VERSION);
-    put32(&mut b, 32, prog.inputs.len() as u32);
-    put32(&mut b, 36, prog.outputs.len() as u32);
-    put64(&mut b, 40, prog.arena_size as u64);
+    put32(&mut b, 32, inputs.len() as u32);
+    put32(&mut b, 36, outputs.len() as u32);
+    put64(&mut b, 40, arena_size as u64);
     put64(&mut b, 48, abi::ARENA_ALIGN);
     let external = matches!(spec.weights, WeightsMode::External { .. });
     put64(&mut b, 56, if external { layout.size as u64 } else { 0 });
@@ -330,7 +457,7 @@ fn define_descriptor<M: Module>(
     let gv_descs = m.declare_data_in_data(descs_id, &mut d);
     d.write_data_addr(8, gv_pool, name_off as i64);
     d.write_data_addr(16, gv_descs, 0);
-    d.write_data_addr(24, gv_descs, 24 * prog.inputs.len() as i64);
+    d.write_data_addr(24, gv_descs, 24 * inputs.len() as i64);
     if let Some(o) = weights_file_off {
         d.write_data_addr(64, gv_pool, o as i64);
     }

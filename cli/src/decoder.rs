@@ -17,6 +17,10 @@ pub const DEFAULT_CONTEXT_CAP: usize = 2048;
 /// Tokens one prefill step takes unless asked (longer prompts run in several steps).
 pub const DEFAULT_MAX_PREFILL: usize = 64;
 
+/// The files of a checkpoint that text generation reads besides the weights (tokenizer and stop
+/// tokens); a compiled decoder module gets copies beside it.
+pub const SIDE_FILES: [&str; 6] = ["tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "generation_config.json", "config.json"];
+
 /// The cache a decoder is compiled for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheOptions {
@@ -40,6 +44,21 @@ impl CacheOptions {
         let context = self.context.unwrap_or(max_positions.min(DEFAULT_CONTEXT_CAP));
         let max_prefill = self.max_prefill.unwrap_or(DEFAULT_MAX_PREFILL.min(context));
         Ok(KvCache { context, max_prefill })
+    }
+}
+
+/// Whether an ahead-of-time build of `source` is a stateful decoder module, and over which
+/// cache: yes for a decoder checkpoint given no sequence shape (see `AotRequest::decoder`).
+pub fn module_cache(source: &ModelSource, opts: &CompileOptions, asked: Option<&CacheOptions>) -> Result<Option<KvCache>, Error> {
+    let is_decoder = matches!(source, ModelSource::Checkpoint(c) if matches!(c.config, ModelConfig::Decoder(_)));
+    let sequence_given = opts.input_shapes.contains_key("input_ids") || opts.dims.contains_key("sequence");
+    match (is_decoder, sequence_given, asked) {
+        (true, false, asked) => Ok(Some(asked.copied().unwrap_or_default().resolve(source)?)),
+        (true, true, Some(_)) => Err(Error::Usage(
+            "a decoder compiles either to prefill/decode steps over a KV cache (--context, --max-prefill) or to `run` over a fixed sequence (--dim sequence=N), not both".into(),
+        )),
+        (false, _, Some(_)) => Err(CacheOptions::default().resolve(source).err().unwrap_or_else(|| not_a_decoder("this model"))),
+        (_, _, None) => Ok(None),
     }
 }
 

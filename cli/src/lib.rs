@@ -272,6 +272,11 @@ pub struct AotRequest {
     pub emit: Vec<Emit>,
     pub weights: WeightsPlacement,
     pub linker: Option<String>,
+    /// A decoder checkpoint's KV cache. A decoder compiled without a sequence shape (no
+    /// `input_ids` shape, no `sequence` dim) becomes a stateful module with `prefill` and
+    /// `decode` steps over this cache (`None`: the defaults of [`decoder::CacheOptions`]); with
+    /// a sequence shape it compiles to `run` over that sequence, and a cache is an error.
+    pub decoder: Option<decoder::CacheOptions>,
     /// `dir/name.o`, `dir/name` or a directory: artifacts are `name.o`, `libname.a`, `libname.so`,
     /// `name.h`, `name.rs` (and `<prefix>.weights`) in that directory.
     pub output: PathBuf,
@@ -298,11 +303,36 @@ pub fn compile_aot(model: &Path, opts: &CompileOptions, req: &AotRequest, timing
         (dir, stem)
     };
     std::fs::create_dir_all(&dir).map_err(|e| Error::Usage(format!("cannot create {}: {e}", dir.display())))?;
-    let g = import_path(model, opts, timings)?;
+    let source = open_model(model, timings)?;
     let target = Target::for_module(&req.target, opts.opt_level)?;
-    let prog = plan(&g, opts, &target, timings)?;
     let aot_opts = AotOptions { prefix: prefix.clone(), weights: req.weights };
-    let module = timings.record("codegen", || aot::compile_object(&prog, &target, &aot_opts))?;
+    let built = match decoder::module_cache(&source, opts, req.decoder.as_ref())? {
+        None => {
+            let g = import_model_owned(source, opts, timings)?;
+            let prog = plan(&g, opts, &target, timings)?;
+            let module = timings.record("codegen", || aot::compile_object(&prog, &target, &aot_opts))?;
+            let model_name = model.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let header = bindings::c_header(&prog, &prefix, &model_name);
+            let rust = bindings::rust_binding(&prog, &prefix, &model_name, module.weights_file.is_some());
+            (module, header, rust, false)
+        }
+        Some(cache) => {
+            drop(source);
+            let [prefill, decode] = [cache.max_prefill, 1].map(|chunk| -> Result<Program, Error> {
+                let opts = CompileOptions { step: Some(DecoderStep { chunk, cache }), ..opts.clone() };
+                let g = import_path(model, &opts, timings)?;
+                plan(&g, &opts, &target, timings)
+            });
+            let (prefill, decode) = (prefill?, decode?);
+            let entries = [("prefill", &prefill), ("decode", &decode)];
+            let module = timings.record("codegen", || aot::compile_stateful_object(&entries, cache.context, &target, &aot_opts))?;
+            let model_name = model.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let header = bindings::c_header_stateful(&entries, cache.context, &prefix, &model_name);
+            let rust = bindings::rust_binding_stateful(&entries, cache.context, &prefix, &model_name, module.weights_file.is_some());
+            (module, header, rust, true)
+        }
+    };
+    let (module, header, rust, side_files) = built;
     let mut written = vec![];
     let write = |path: PathBuf, bytes: &[u8], written: &mut Vec<PathBuf>| -> Result<(), Error> {
         std::fs::write(&path, bytes).map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
@@ -310,7 +340,6 @@ pub fn compile_aot(model: &Path, opts: &CompileOptions, req: &AotRequest, timing
         Ok(())
     };
     let obj_path = dir.join(format!("{stem}.o"));
-    let model_name = model.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let wants = |e: Emit| req.emit.contains(&e);
     if wants(Emit::Obj) || wants(Emit::SharedLib) {
         write(obj_path.clone(), &module.object, &mut written)?;
@@ -329,11 +358,10 @@ pub fn compile_aot(model: &Path, opts: &CompileOptions, req: &AotRequest, timing
         }
     }
     if wants(Emit::Header) {
-        write(dir.join(format!("{stem}.h")), bindings::c_header(&prog, &prefix, &model_name).as_bytes(), &mut written)?;
+        write(dir.join(format!("{stem}.h")), header.as_bytes(), &mut written)?;
     }
     if wants(Emit::Rust) {
-        let rs = bindings::rust_binding(&prog, &prefix, &model_name, module.weights_file.is_some());
-        write(dir.join(format!("{stem}.rs")), rs.as_bytes(), &mut written)?;
+        write(dir.join(format!("{stem}.rs")), rust.as_bytes(), &mut written)?;
     }
     if let Some((name, blob)) = &module.weights_file {
         let path = dir.join(name);
@@ -344,6 +372,17 @@ pub fn compile_aot(model: &Path, opts: &CompileOptions, req: &AotRequest, timing
         })
         .map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
         written.push(path);
+    }
+    // A decoder module generates text with the checkpoint's tokenizer and stop tokens: they go
+    // beside it, where `odc generate` looks.
+    if side_files && wants(Emit::SharedLib) {
+        for name in decoder::SIDE_FILES {
+            let (from, to) = (model.join(name), dir.join(name));
+            if from.is_file() && from.canonicalize().ok() != to.canonicalize().ok() {
+                std::fs::copy(&from, &to).map_err(|e| Error::Usage(format!("cannot copy {} to {}: {e}", from.display(), to.display())))?;
+                written.push(to);
+            }
+        }
     }
     Ok(written)
 }

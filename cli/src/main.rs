@@ -80,6 +80,13 @@ enum Cmd {
         /// Linker for sharedlib (default: cc, or the target's Debian cross gcc).
         #[arg(long)]
         linker: Option<String>,
+        /// Decoder checkpoints: positions the KV cache holds (default: max_position_embeddings,
+        /// at most 2048). A decoder without --dim sequence=N compiles to prefill/decode steps.
+        #[arg(long)]
+        context: Option<usize>,
+        /// Decoder checkpoints: tokens per prefill step (default 64).
+        #[arg(long)]
+        max_prefill: Option<usize>,
         /// Output: dir/name.o (other artifacts beside it), or a directory.
         #[arg(short = 'o', long)]
         output: PathBuf,
@@ -133,6 +140,10 @@ enum Cmd {
         /// Untimed runs before the timed ones.
         #[arg(long, default_value_t = 3)]
         warmup: usize,
+        /// A stateful module (a decoder): run this step (prefill, decode) on a fresh, zeroed
+        /// state; without it, list the steps.
+        #[arg(long)]
+        step: Option<String>,
     },
     /// Generate text with a decoder: a checkpoint directory (compiled in process) or a compiled
     /// decoder module. Streams the text, then prints `generated: <ids>` and
@@ -231,22 +242,40 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     };
     let stop_tokens = if a.ignore_eos { vec![] } else { gen::stop_tokens(a.tokenizer.as_deref().map_or(&side, |t| if t.is_dir() { t } else { &side })) };
     let opts = gen::GenerateOptions { max_new_tokens: a.max_new_tokens, sampling, stop_tokens };
-    if !a.model.is_dir() {
-        bail!("{} is not a checkpoint directory; `odc generate` on a compiled module is not built yet", a.model.display());
-    }
     let t0 = std::time::Instant::now();
-    let cache = odc::decoder::CacheOptions { context: a.context, max_prefill: a.max_prefill };
-    let mut d = odc::decoder::DecoderJit::compile(&a.model, &cache, &CompileOptions::default(), &mut Timings::default())?;
-    d.set_threads(a.threads);
-    eprintln!(
-        "compiled {} in {:.2} s: context {}, prefill steps of {} tokens, threads {}",
-        a.model.display(),
-        t0.elapsed().as_secs_f64(),
-        d.cache.context,
-        d.cache.max_prefill,
-        a.threads
-    );
-    let mut session = d.session()?;
+    // A checkpoint compiles in process; a module is loaded. Both give a DecoderSession.
+    let jit;
+    let module;
+    let mut session = if a.model.is_dir() {
+        let cache = odc::decoder::CacheOptions { context: a.context, max_prefill: a.max_prefill };
+        let mut d = odc::decoder::DecoderJit::compile(&a.model, &cache, &CompileOptions::default(), &mut Timings::default())?;
+        d.set_threads(a.threads);
+        jit = d;
+        eprintln!(
+            "compiled {} in {:.2} s: context {}, prefill steps of {} tokens, threads {}",
+            a.model.display(),
+            t0.elapsed().as_secs_f64(),
+            jit.cache.context,
+            jit.cache.max_prefill,
+            a.threads
+        );
+        jit.session()?
+    } else {
+        if a.context.is_some() || a.max_prefill.is_some() {
+            bail!("--context and --max-prefill are fixed when a module is compiled (odc compile --context N --max-prefill P)");
+        }
+        let prefix = match &a.prefix {
+            Some(p) => p.clone(),
+            None => module_prefix(&a.model)?,
+        };
+        let mut m = odc_runtime::Module::load_with_prefix(&a.model, &prefix)?;
+        m.set_threads(a.threads);
+        module = m;
+        let s = module.decoder_session()?;
+        eprintln!("loaded {}: context {}, prefill steps of {} tokens, threads {}", a.model.display(), s.context(), s.max_prefill(), a.threads);
+        s
+    };
+
     let stdout = std::io::stdout();
     let mut stream = tokenizer.as_ref().map(|t| TextStream::new(t, stdout.lock()));
     if let (Some(text), Some(_)) = (&a.prompt, &stream) {
@@ -612,6 +641,7 @@ fn exec(
     threads: usize,
     runs: usize,
     warmup: usize,
+    step: Option<&str>,
 ) -> Result<()> {
     let prefix = match prefix {
         Some(p) => p.to_string(),
@@ -619,7 +649,28 @@ fn exec(
     };
     let mut module = odc_runtime::Module::load_with_prefix(path, &prefix)?;
     module.set_threads(threads);
-    let info = module.info().clone();
+    let mut info = module.info().clone();
+    let mut state = module.new_state();
+    match (step, &state) {
+        (None, Some(_)) => {
+            println!("module '{}': stateful, state {} bytes, context {}", info.name, info.state_size.unwrap_or(0), info.context.unwrap_or(0));
+            for s in &info.steps {
+                let list = |ts: &[odc_runtime::TensorInfo]| ts.iter().map(|t| format!("{} {:?}", t.name, t.shape)).collect::<Vec<_>>().join(", ");
+                println!("step {}: inputs {}; outputs {}; arena {} bytes", s.name, list(&s.inputs), list(&s.outputs), s.arena_size);
+            }
+            println!("run a step with --step NAME, or generate text with `odc generate {}`", path.display());
+            return Ok(());
+        }
+        (Some(name), Some(_)) => {
+            let Some(s) = info.steps.iter().find(|s| s.name == name) else {
+                let names: Vec<&str> = info.steps.iter().map(|s| s.name.as_str()).collect();
+                bail!("the module has no step '{name}' (steps: {})", names.join(", "));
+            };
+            (info.inputs, info.outputs, info.arena_size) = (s.inputs.clone(), s.outputs.clone(), s.arena_size);
+        }
+        (Some(_), None) => bail!("--step is for stateful modules (decoders); this one has `run`"),
+        (None, None) => {}
+    }
     let dtype_of = |t: &odc_runtime::TensorInfo| {
         odc_ir::DType::from_abi_code(t.dtype).with_context(|| format!("'{}' has an unknown dtype code {}", t.name, t.dtype))
     };
@@ -652,7 +703,10 @@ fn exec(
     let mut outs: Vec<Vec<u8>> = info.outputs.iter().map(|t| vec![0u8; t.byte_len]).collect();
     let mut run_once = |outs: &mut Vec<Vec<u8>>| -> Result<()> {
         let mut views: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
-        module.run(&refs, &mut views)?;
+        match (step, &mut state) {
+            (Some(name), Some(state)) => module.run_step(name, &refs, &mut views, state)?,
+            _ => module.run(&refs, &mut views)?,
+        }
         Ok(())
     };
     if runs > 0 {
@@ -691,10 +745,15 @@ fn module_prefix(path: &Path) -> Result<String> {
     use object::{Object, ObjectSymbol};
     let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let file = object::File::parse(&*data).with_context(|| format!("{} is not a shared library", path.display()))?;
-    let prefixes: Vec<String> = file
+    let described: Vec<String> = file
         .dynamic_symbols()
         .filter_map(|s| s.name().ok().and_then(|n| n.strip_suffix("_describe")).map(str::to_string))
         .collect();
+    // A stateful module's steps describe themselves too (`p_prefill_describe`): not modules.
+    let is_step = |d: &String| {
+        odc_runtime::loader::STEP_NAMES.iter().any(|step| d.strip_suffix(step).and_then(|x| x.strip_suffix('_')).is_some_and(|p| described.iter().any(|q| q == p)))
+    };
+    let prefixes: Vec<String> = described.iter().filter(|d| !is_step(d)).cloned().collect();
     match prefixes.as_slice() {
         [p] => Ok(p.clone()),
         [] => bail!("{} exports no <prefix>_describe: not an odc module", path.display()),
@@ -717,6 +776,7 @@ fn compile(
     prefix: Option<String>,
     weights: &str,
     linker: Option<String>,
+    (context, max_prefill): (Option<usize>, Option<usize>),
     output: PathBuf,
     show_timings: bool,
 ) -> Result<()> {
@@ -733,6 +793,7 @@ fn compile(
         emit: odc::Emit::parse_list(emit)?,
         weights,
         linker,
+        decoder: (context.is_some() || max_prefill.is_some()).then_some(odc::decoder::CacheOptions { context, max_prefill }),
         output,
     };
     let mut timings = Timings::default();
@@ -754,7 +815,7 @@ fn main() -> ExitCode {
     let r = match &cli.cmd {
         Cmd::Run { m, inputs, output_dir, print, timings } => run(m, inputs, output_dir.as_deref(), *print, *timings).map(|_| true),
         Cmd::Check { m } => check(m),
-        Cmd::Compile { m, target, cpu, features, emit, prefix, weights, linker, output, timings } => compile(
+        Cmd::Compile { m, target, cpu, features, emit, prefix, weights, linker, context, max_prefill, output, timings } => compile(
             m,
             target.clone(),
             cpu.clone(),
@@ -763,6 +824,7 @@ fn main() -> ExitCode {
             prefix.clone(),
             weights,
             linker.clone(),
+            (*context, *max_prefill),
             output.clone(),
             *timings,
         )
@@ -776,8 +838,8 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Generate(a) => generate(a).map(|_| true),
-        Cmd::Exec { module, prefix, inputs, output_dir, print, threads, runs, warmup } => {
-            exec(module, prefix.as_deref(), inputs, output_dir.as_deref(), *print, *threads, *runs, *warmup).map(|_| true)
+        Cmd::Exec { module, prefix, inputs, output_dir, print, threads, runs, warmup, step } => {
+            exec(module, prefix.as_deref(), inputs, output_dir.as_deref(), *print, *threads, *runs, *warmup, step.as_deref()).map(|_| true)
         }
     };
     match r {

@@ -115,3 +115,36 @@ fn token_prompts_sampling_and_errors() {
     let (code, _, stderr) = odc_generate(&[dir, "--prompt", "hi"]);
     assert_eq!(code, 0, "{stderr}");
 }
+
+#[test]
+fn a_compiled_decoder_module_generates_the_same_tokens() {
+    let want = text_prompt("qwen2");
+    let out = std::env::temp_dir().join(format!("odc-generate-aot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let dir = models().join("qwen2");
+    let compile = Command::new(env!("CARGO_BIN_EXE_odc"))
+        .args(["compile", dir.to_str().unwrap(), "--emit", "sharedlib", "--context", "64", "--max-prefill", "4", "-o"])
+        .arg(format!("{}/", out.display()))
+        .output()
+        .unwrap();
+    assert!(compile.status.success(), "{}", String::from_utf8_lossy(&compile.stderr));
+    // The tokenizer (vocab.json + merges.txt) was copied beside the module.
+    let so = out.join("libqwen2.so");
+    for threads in ["1", "2"] {
+        let (code, stdout, stderr) = odc_generate(&[so.to_str().unwrap(), "--prompt", &want.text, "-n", "32", "--threads", threads]);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(generated(&stdout), want.greedy, "module at {threads} thread(s)");
+        assert!(stderr.contains("context 64, prefill steps of 4 tokens"), "{stderr}");
+    }
+    let (code, _, stderr) = odc_generate(&[so.to_str().unwrap(), "--prompt-tokens", "1", "--context", "32"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--context and --max-prefill are fixed when a module is compiled"), "{stderr}");
+    let (code, _, stderr) = odc_generate(&[so.to_str().unwrap(), "--prompt-tokens", "1,2,3", "-n", "70"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("need 72 positions, more than the context of 64"), "{stderr}");
+    // `odc exec` lists the steps of a stateful module.
+    let exec = Command::new(env!("CARGO_BIN_EXE_odc")).args(["exec", so.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8(exec.stdout).unwrap();
+    assert!(text.contains("step prefill: inputs input_ids [1, 4], position [1], n_tokens [1]; outputs logits [1, 96]"), "{text}");
+    assert!(text.contains("step decode: inputs input_ids [1, 1], position [1]; outputs logits [1, 96]"), "{text}");
+}

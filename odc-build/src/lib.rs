@@ -150,6 +150,7 @@ impl Model {
                 emit: vec![odc::Emit::StaticLib, odc::Emit::Rust],
                 weights: self.weights,
                 linker: None,
+                decoder: None,
                 output: out_dir.join(&prefix),
             };
             odc::compile_aot(&self.path, &opts, &req, &mut odc::Timings::default())

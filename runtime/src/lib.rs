@@ -26,7 +26,7 @@ pub use abi::Status;
 #[cfg(feature = "std")]
 pub use call::{Arena, EntryFn, EntryPoint, RunError, State, TensorInfo};
 #[cfg(feature = "std")]
-pub use loader::{LoadError, Module, ModuleInfo};
+pub use loader::{LoadError, Module, ModuleInfo, StepInfo};
 #[cfg(feature = "std")]
 pub use pool::ThreadPool;
 #[cfg(feature = "std")]

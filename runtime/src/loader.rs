@@ -5,9 +5,13 @@
 //! and fingerprint), and allocates the arena once. [`Module::run`] validates inputs against the
 //! description (through [`crate::call`], the path the JIT takes too) before calling into generated
 //! code, which checks them again.
+//!
+//! A stateful module (a decoder: `<prefix>_state_size`, `_context` and the steps `_prefill`,
+//! `_decode`, each with its `_describe`) has no `run`; [`Module::decoder_session`] runs it.
 
 use crate::abi::{self, OdcModuleDesc, OdcTensorDesc};
-use crate::call::{Arena, EntryPoint, RunError, RunFn, TensorInfo};
+use crate::call::{Arena, EntryFn, EntryPoint, RunError, RunFn, StepFn, TensorInfo};
+use crate::session::{DecoderEntries, DecoderSession};
 use crate::pool::ThreadPool;
 use core::ffi::{c_char, CStr};
 use libloading::Library;
@@ -15,6 +19,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 type DescribeFn = unsafe extern "C" fn() -> *const OdcModuleDesc;
+type SizeFn = unsafe extern "C" fn() -> u64;
+
+/// The steps a stateful module may export, in the order [`ModuleInfo::steps`] lists them.
+pub const STEP_NAMES: [&str; 2] = ["prefill", "decode"];
 
 /// Why a module could not be loaded.
 #[derive(Debug)]
@@ -29,6 +37,8 @@ pub enum LoadError {
     AbiVersion { path: PathBuf, found: u32, expected: u32 },
     /// The module's external weights file is missing or unreadable.
     Weights { path: PathBuf, reason: String },
+    /// The module's descriptors contradict each other.
+    Inconsistent { path: PathBuf, reason: String },
 }
 
 impl fmt::Display for LoadError {
@@ -45,6 +55,7 @@ impl fmt::Display for LoadError {
                 path.display()
             ),
             LoadError::Weights { path, reason } => write!(f, "weights file {}: {reason}", path.display()),
+            LoadError::Inconsistent { path, reason } => write!(f, "{} is not a consistent odc module: {reason}", path.display()),
         }
     }
 }
@@ -60,6 +71,38 @@ pub struct ModuleInfo {
     pub outputs: Vec<TensorInfo>,
     pub arena_size: usize,
     pub weights_file: Option<String>,
+    /// A stateful module's steps (empty for a module with `run`; `inputs`/`outputs` are then
+    /// empty and `arena_size` is the largest step's).
+    pub steps: Vec<StepInfo>,
+    /// Bytes of state the steps share (`None` without state).
+    pub state_size: Option<usize>,
+    /// Positions the state holds (a decoder's KV cache capacity).
+    pub context: Option<usize>,
+}
+
+/// One stateful entry point of a module.
+#[derive(Clone, Debug)]
+pub struct StepInfo {
+    pub name: String,
+    pub inputs: Vec<TensorInfo>,
+    pub outputs: Vec<TensorInfo>,
+    pub arena_size: usize,
+}
+
+/// The descriptor at `p`, once its magic and ABI version are checked.
+unsafe fn check_desc<'a>(path: &Path, p: *const OdcModuleDesc) -> Result<&'a OdcModuleDesc, LoadError> {
+    if p.is_null() {
+        return Err(LoadError::BadMagic { path: path.to_path_buf() });
+    }
+    // SAFETY: descriptors are static data of the module (the caller keeps it loaded).
+    let desc = unsafe { &*p };
+    if desc.magic != abi::MAGIC {
+        return Err(LoadError::BadMagic { path: path.to_path_buf() });
+    }
+    if desc.abi_version != abi::ABI_VERSION {
+        return Err(LoadError::AbiVersion { path: path.to_path_buf(), found: desc.abi_version, expected: abi::ABI_VERSION });
+    }
+    Ok(desc)
 }
 
 unsafe fn cstr(p: *const c_char) -> String {
@@ -84,7 +127,8 @@ unsafe fn tensor_infos(p: *const OdcTensorDesc, n: u32) -> Vec<TensorInfo> {
 /// A loaded module, ready to run.
 pub struct Module {
     _lib: Library,
-    entry: EntryPoint,
+    /// `run`, or for a stateful module its steps in [`ModuleInfo::steps`] order.
+    entries: Vec<EntryPoint>,
     info: ModuleInfo,
     arena: Arena,
     weights: Option<memmap2::Mmap>,
@@ -112,18 +156,10 @@ impl Module {
             *lib.get::<DescribeFn>(sym("describe").as_bytes())
                 .map_err(|_| LoadError::MissingSymbol { path: path.clone(), symbol: sym("describe") })?
         };
-        let run_fn: RunFn = unsafe {
-            *lib.get::<RunFn>(sym("run").as_bytes()).map_err(|_| LoadError::MissingSymbol { path: path.clone(), symbol: sym("run") })?
-        };
         // SAFETY: `describe` returns a pointer to static data that lives as long as `lib`.
-        let desc = unsafe { &*describe() };
-        if desc.magic != abi::MAGIC {
-            return Err(LoadError::BadMagic { path });
-        }
-        if desc.abi_version != abi::ABI_VERSION {
-            return Err(LoadError::AbiVersion { path, found: desc.abi_version, expected: abi::ABI_VERSION });
-        }
-        let info = unsafe {
+        let desc = unsafe { check_desc(&path, describe())? };
+        let state_size = unsafe { lib.get::<SizeFn>(sym("state_size").as_bytes()).ok().map(|f| f() as usize) };
+        let mut info = unsafe {
             ModuleInfo {
                 name: cstr(desc.name),
                 abi_version: desc.abi_version,
@@ -131,8 +167,56 @@ impl Module {
                 outputs: tensor_infos(desc.outputs, desc.num_outputs),
                 arena_size: desc.arena_size as usize,
                 weights_file: if desc.weights_file.is_null() { None } else { Some(cstr(desc.weights_file)) },
+                steps: vec![],
+                state_size,
+                context: None,
             }
         };
+        let mut entries = vec![];
+        match state_size {
+            None => {
+                // SAFETY: the symbol type is the module ABI's.
+                let run_fn: RunFn = unsafe {
+                    *lib.get::<RunFn>(sym("run").as_bytes()).map_err(|_| LoadError::MissingSymbol { path: path.clone(), symbol: sym("run") })?
+                };
+                // SAFETY: `run_fn` is the module's `run`, described by `info`, and lives as long
+                // as `lib`, which the module keeps.
+                entries.push(unsafe { EntryPoint::new(run_fn, info.inputs.clone(), info.outputs.clone(), info.arena_size) });
+            }
+            Some(state_size) => {
+                let context = unsafe { lib.get::<SizeFn>(sym("context").as_bytes()).ok().map(|f| f() as usize) };
+                info.context = Some(context.ok_or_else(|| LoadError::MissingSymbol { path: path.clone(), symbol: sym("context") })?);
+                for name in STEP_NAMES {
+                    // SAFETY: the symbol types are the module ABI's.
+                    let Ok(step) = (unsafe { lib.get::<StepFn>(sym(name).as_bytes()) }) else { continue };
+                    let step: StepFn = *step;
+                    let describe: DescribeFn = unsafe {
+                        *lib.get::<DescribeFn>(sym(&format!("{name}_describe")).as_bytes())
+                            .map_err(|_| LoadError::MissingSymbol { path: path.clone(), symbol: sym(&format!("{name}_describe")) })?
+                    };
+                    // SAFETY: as for the module's descriptor.
+                    let d = unsafe { check_desc(&path, describe())? };
+                    let s = unsafe {
+                        StepInfo {
+                            name: name.to_string(),
+                            inputs: tensor_infos(d.inputs, d.num_inputs),
+                            outputs: tensor_infos(d.outputs, d.num_outputs),
+                            arena_size: d.arena_size as usize,
+                        }
+                    };
+                    if s.arena_size > info.arena_size {
+                        return Err(LoadError::Inconsistent { path, reason: format!("step '{name}' needs more arena than the module reports") });
+                    }
+                    // SAFETY: `step` is the module's step `name`, described by `s`, compiled for
+                    // `state_size`, and lives as long as `lib`.
+                    entries.push(unsafe { EntryPoint::with_fn(EntryFn::Step { f: step, state_size }, s.inputs.clone(), s.outputs.clone(), s.arena_size) });
+                    info.steps.push(s);
+                }
+                if entries.is_empty() {
+                    return Err(LoadError::MissingSymbol { path: path.clone(), symbol: sym("prefill") });
+                }
+            }
+        }
         let weights = match &info.weights_file {
             None => None,
             Some(file) => {
@@ -152,10 +236,7 @@ impl Module {
                 Some(map)
             }
         };
-        // SAFETY: `run_fn` is the module's `run`, described by `info`, and lives as long as `lib`,
-        // which the module keeps.
-        let entry = unsafe { EntryPoint::new(run_fn, info.inputs.clone(), info.outputs.clone(), info.arena_size) };
-        Ok(Module { _lib: lib, arena: entry.arena(), entry, info, weights, pool: None })
+        Ok(Module { _lib: lib, arena: Arena::new(info.arena_size), entries, info, weights, pool: None })
     }
 
     pub fn info(&self) -> &ModuleInfo {
@@ -169,7 +250,45 @@ impl Module {
 
     /// Run on dense little-endian buffers, one per input and output, in declaration order.
     pub fn run(&mut self, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<(), RunError> {
-        let weights = self.weights.as_ref().map_or(std::ptr::null(), |m| m.as_ptr());
-        self.entry.call(inputs, outputs, &mut self.arena, weights, self.pool.as_deref())
+        if self.info.state_size.is_some() {
+            return Err(RunError::Arguments("this module is a decoder with a KV cache and has no `run`: use its prefill/decode steps (odc_runtime::Module::decoder_session)".into()));
+        }
+        let weights = self.weights_ptr();
+        self.entries[0].call(inputs, outputs, &mut self.arena, weights, self.pool.as_deref())
+    }
+
+    fn weights_ptr(&self) -> *const u8 {
+        self.weights.as_ref().map_or(std::ptr::null(), |m| m.as_ptr())
+    }
+
+    /// A step of a stateful module by name (`prefill`, `decode`).
+    pub fn step(&self, name: &str) -> Option<&EntryPoint> {
+        let i = self.info.steps.iter().position(|s| s.name == name)?;
+        Some(&self.entries[i])
+    }
+
+    /// Run step `name` of a stateful module once, reading and updating `state` (see
+    /// [`Module::new_state`]).
+    pub fn run_step(&mut self, name: &str, inputs: &[&[u8]], outputs: &mut [&mut [u8]], state: &mut crate::call::State) -> Result<(), RunError> {
+        let Some(i) = self.info.steps.iter().position(|s| s.name == name) else {
+            let names: Vec<&str> = self.info.steps.iter().map(|s| s.name.as_str()).collect();
+            return Err(RunError::Arguments(format!("module '{}' has no step '{name}' (steps: {})", self.info.name, names.join(", "))));
+        };
+        let weights = self.weights_ptr();
+        self.entries[i].call_step(inputs, outputs, &mut self.arena, state, weights, self.pool.as_deref())
+    }
+
+    /// A zeroed state for a stateful module's steps (`None` without state).
+    pub fn new_state(&self) -> Option<crate::call::State> {
+        self.info.state_size.map(crate::call::State::new)
+    }
+
+    /// A text-generation session over a decoder module's `prefill` and `decode` steps, with a
+    /// fresh (zeroed) KV cache.
+    pub fn decoder_session(&self) -> Result<DecoderSession<'_>, RunError> {
+        let (Some(prefill), Some(decode), Some(context)) = (self.step("prefill"), self.step("decode"), self.info.context) else {
+            return Err(RunError::Arguments(format!("module '{}' is not a decoder: it has no prefill and decode steps", self.info.name)));
+        };
+        DecoderSession::new(DecoderEntries { prefill, decode, context, weights: self.weights_ptr(), pool: self.pool.as_deref() })
     }
 }

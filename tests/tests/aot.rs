@@ -72,6 +72,7 @@ fn compile_with(m: &ModelCase, target: &str, features: &[&str], emit: &[Emit], w
         emit: emit.to_vec(),
         weights,
         linker: None,
+        decoder: None,
         output: out.join("model.o"),
     };
     odc::compile_aot(&m.path, &options(m), &req, &mut Timings::default()).unwrap()
@@ -222,6 +223,7 @@ fn c_example_app_prints_what_odc_run_prints() {
         emit: vec![Emit::Obj, Emit::StaticLib, Emit::Header],
         weights: WeightsPlacement::Auto,
         linker: None,
+        decoder: None,
         output: d.join("digits.o"),
     };
     odc::compile_aot(&m.path, &options(&m), &req, &mut Timings::default()).unwrap();
@@ -366,7 +368,7 @@ fn unknown_targets_cpus_and_features_are_reported() {
     let m = digits();
     let d = work("bad-target");
     let try_target = |t: TargetSpec| {
-        let req = AotRequest { target: t, prefix: None, emit: vec![Emit::Obj], weights: WeightsPlacement::Auto, linker: None, output: d.join("x.o") };
+        let req = AotRequest { target: t, prefix: None, emit: vec![Emit::Obj], weights: WeightsPlacement::Auto, linker: None, decoder: None, output: d.join("x.o") };
         odc::compile_aot(&m.path, &options(&m), &req, &mut Timings::default()).unwrap_err().to_string()
     };
     let e = try_target(TargetSpec { triple: Some("mips-unknown-linux-gnu".into()), ..Default::default() });
@@ -379,6 +381,6 @@ fn unknown_targets_cpus_and_features_are_reported() {
     assert!(e.starts_with("unknown feature '+warp-drive' for aarch64-unknown-linux-gnu; available: "), "{e}");
     assert!(e.contains("+dotprod"), "{e}");
     let ok = TargetSpec { triple: Some("x86_64".into()), cpu: Some("x86-64-v3".into()), features: vec!["+avx2".into()] };
-    let req = AotRequest { target: ok, prefix: None, emit: vec![Emit::Obj], weights: WeightsPlacement::Auto, linker: None, output: d.join("ok.o") };
+    let req = AotRequest { target: ok, prefix: None, emit: vec![Emit::Obj], weights: WeightsPlacement::Auto, linker: None, decoder: None, output: d.join("ok.o") };
     odc::compile_aot(&m.path, &options(&m), &req, &mut Timings::default()).unwrap();
 }

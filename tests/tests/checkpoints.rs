@@ -83,6 +83,7 @@ fn a_checkpoint_compiles_to_a_module_that_the_runtime_runs() {
         emit: vec![odc::Emit::SharedLib],
         weights: odc_backends::aot::WeightsPlacement::Embedded,
         linker: None,
+        decoder: None,
         output: out.join("qwen.o"),
     };
     let written = odc::compile_aot(&dir, &opts, &req, &mut Timings::default()).unwrap();
@@ -154,18 +155,31 @@ fn i64s(b: &[u8]) -> Vec<i64> {
     b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
-/// Prefill (in chunks, the last one padded) and decode steps reproduce transformers' logits at
-/// every position of the prompt, and greedy decoding its 32-token continuation.
-fn check_kv_cache(name: &str, threads: usize) {
+/// The reference prompt of decoder `name` and the cache that fits it and its greedy continuation.
+fn kv_reference(name: &str) -> (Vec<i64>, Vec<i64>) {
     let dir = models().join(name);
-    let prompt = i64s(&npy::read(&dir.join("input_ids.npy")).unwrap().data);
+    (i64s(&npy::read(&dir.join("input_ids.npy")).unwrap().data), i64s(&npy::read(&dir.join("greedy.npy")).unwrap().data))
+}
+
+/// Prefill chunks of 5: a 12-token prompt runs as 5 + 5 + 2 (padded).
+const CHUNK: usize = 5;
+
+fn check_kv_cache(name: &str, threads: usize) {
+    let (prompt, greedy) = kv_reference(name);
+    let d = decoder(name, prompt.len() + greedy.len(), CHUNK, threads);
+    check_session(name, threads, d.session().unwrap());
+}
+
+/// Prefill (in chunks, the last one padded) and decode steps reproduce transformers' logits at
+/// every position of the prompt, and greedy decoding its 32-token continuation; the session's
+/// context is the prompt and the continuation.
+fn check_session(name: &str, threads: usize, mut s: odc_runtime::DecoderSession) {
+    let dir = models().join(name);
+    let (prompt, greedy) = kv_reference(name);
     let want = npy::read(&dir.join("logits.npy")).unwrap();
     let vocab = want.shape[2];
     let row = |t: usize| f32s(&want.data[4 * vocab * t..4 * vocab * (t + 1)]);
-    let greedy = i64s(&npy::read(&dir.join("greedy.npy")).unwrap().data);
-    // Chunks of 5: a 12-token prompt runs as 5 + 5 + 2 (padded).
-    let d = decoder(name, prompt.len() + greedy.len(), 5, threads);
-    let mut s = d.session().unwrap();
+    assert_eq!((s.context(), s.max_prefill()), (prompt.len() + greedy.len(), CHUNK));
     let last = s.prefill(&prompt).unwrap().to_vec();
     assert_close(&format!("{name} prefill logits at {}", prompt.len() - 1), &last, &row(prompt.len() - 1));
     // Every position through the cache: a 3-token prefill, then one decode step per token.
@@ -222,4 +236,89 @@ fn a_prompt_longer_than_the_context_is_a_precise_error() {
     assert_eq!(e.err().unwrap().to_string(), "context 300 is longer than the model's max_position_embeddings 256");
     let e = odc::decoder::DecoderJit::compile(&models().join("bert"), &Default::default(), &CompileOptions::default(), &mut Timings::default());
     assert!(e.err().unwrap().to_string().contains("a BERT encoder has no KV cache"));
+}
+
+/// A decoder compiled ahead of time for `target` into `dir` (`emit`: obj,header or sharedlib).
+fn decoder_module(name: &str, target: &str, emit: Vec<odc::Emit>, dir: &Path) -> Vec<PathBuf> {
+    let (prompt, greedy) = kv_reference(name);
+    let req = odc::AotRequest {
+        target: odc_backends::target::TargetSpec { triple: Some(target.into()), ..Default::default() },
+        prefix: None,
+        emit,
+        weights: odc_backends::aot::WeightsPlacement::Auto,
+        linker: None,
+        decoder: Some(odc::decoder::CacheOptions { context: Some(prompt.len() + greedy.len()), max_prefill: Some(CHUNK) }),
+        output: dir.to_path_buf(),
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    odc::compile_aot(&models().join(name), &CompileOptions::default(), &req, &mut Timings::default()).unwrap()
+}
+
+fn work_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("odc-ckpt-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn a_decoder_module_through_the_runtime_loader_matches_transformers() {
+    for name in ["llama", "qwen2"] {
+        let d = work_dir(&format!("so-{name}"));
+        let written = decoder_module(name, "x86_64", vec![odc::Emit::SharedLib], &d);
+        // The tokenizer and generation config travel with the module.
+        assert!(written.iter().any(|p| p.ends_with("generation_config.json")), "{written:?}");
+        let so = d.join(format!("lib{name}.so"));
+        for threads in [1, 2] {
+            let mut m = odc_runtime::Module::load(&so).unwrap();
+            m.set_threads(threads);
+            let names: Vec<&str> = m.info().steps.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(names, ["prefill", "decode"]);
+            check_session(name, threads, m.decoder_session().unwrap());
+        }
+        let mut m = odc_runtime::Module::load(&so).unwrap();
+        let e = m.run(&[], &mut []).unwrap_err().to_string();
+        assert!(e.contains("this module is a decoder with a KV cache and has no `run`"), "{e}");
+        // A step with a position past the cache is refused by the generated code, not run.
+        let mut state = m.new_state().unwrap();
+        let (ids, pos) = (1i64.to_le_bytes(), 500i64.to_le_bytes());
+        let mut logits = vec![0u8; 4 * 96];
+        let e = m.run_step("decode", &[&ids, &pos], &mut [&mut logits], &mut state).unwrap_err();
+        assert_eq!(e, odc_runtime::RunError::Status(odc_runtime::abi::Status::IndexOutOfRange));
+        let mut small = odc_runtime::State::new(64);
+        let e = m.run_step("decode", &[&ids, &0i64.to_le_bytes()], &mut [&mut logits], &mut small).unwrap_err().to_string();
+        assert!(e.starts_with("the state has 64 bytes, the module needs"), "{e}");
+    }
+}
+
+#[test]
+fn a_decoder_module_generates_the_same_tokens_from_c_on_three_targets() {
+    let (prompt, greedy) = kv_reference("llama");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    for (target, cc) in [("x86_64", "cc"), ("aarch64", "aarch64-linux-gnu-gcc"), ("riscv64", "riscv64-linux-gnu-gcc")] {
+        let d = work_dir(&format!("c-{target}"));
+        decoder_module("llama", target, vec![odc::Emit::Obj, odc::Emit::Header], &d);
+        let exe = d.join("decoder");
+        let mut link = std::process::Command::new(cc);
+        link.args(["-O1", "-DODC_PREFIX=llama", "-DODC_PREFIX_UPPER=LLAMA", "-include"])
+            .arg(d.join("llama.h"))
+            .arg(root.join("tests/harness/odc_decoder.c"))
+            .arg(d.join("llama.o"))
+            .arg("-o")
+            .arg(&exe);
+        if target != "x86_64" {
+            link.arg("-static");
+        }
+        let o = link.output().unwrap_or_else(|e| panic!("{cc}: {e}"));
+        assert!(o.status.success(), "{cc}: {}", String::from_utf8_lossy(&o.stderr));
+        let mut run = if target == "x86_64" { std::process::Command::new(&exe) } else { std::process::Command::new(format!("qemu-{target}-static")) };
+        if target != "x86_64" {
+            run.arg(&exe);
+        }
+        run.arg(greedy.len().to_string()).args(prompt.iter().map(|t| t.to_string()));
+        let o = run.output().unwrap();
+        assert!(o.status.success(), "{target}: {}", String::from_utf8_lossy(&o.stdout));
+        let got: Vec<i64> = String::from_utf8(o.stdout).unwrap().split_whitespace().map(|t| t.parse().unwrap()).collect();
+        assert_eq!(got, greedy, "greedy tokens of the C host on {target}");
+    }
 }
