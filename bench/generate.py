@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Text-generation speed: odc (a decoder module compiled ahead of time) vs llama.cpp (llama-cpp-python)
+on the same checkpoint, same threads, same prompt, in one run, alternating engines.
+
+    PY=$(bash bench/setup-llm-venv.sh)
+    $PY bench/generate.py [--model build/smollm2] [--threads 1,2] [--prompt-tokens 64] [--new 64]
+                          [--context 512] [--repeat 5] [--odc target/release/odc] [--out FILE]
+
+The model is a checkpoint directory with `model-f32.gguf` beside `model.safetensors` holding the
+same f32 weights (scripts/smollm2.py writes both). odc compiles it once with `odc compile
+--context C --max-prefill P` and every run is `odc generate lib.so --prompt-tokens ... -n N
+--ignore-eos --threads T`, whose last line gives prefill and decode tokens/s. llama.cpp loads the
+f32 GGUF with n_ctx = C, n_batch = P and the same threads; prefill is one `eval` of the prompt,
+decode one `eval` per token, greedy (argmax of the logits) like odc. Each engine's median over
+`--repeat` runs is reported, and the ratio odc/llama.cpp; the greedy tokens of both are compared
+(they may differ where two logits are within rounding: f32 kernels sum in different orders).
+
+Decode is memory-bound: every token reads every weight once (the tied embedding through the LM
+head), so `bytes/token x tokens/s` is the bandwidth a decoder sustains. It is set against the
+machine's read bandwidth measured here by numpy (the best of 5 sums over a 1 GiB float32 array,
+one thread).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def read_bandwidth_gbs():
+    a = np.ones(1 << 28, dtype=np.float32)  # 1 GiB
+    a.sum()
+    best = min(timed(lambda: a.sum()) for _ in range(5))
+    return a.nbytes / best / 1e9
+
+
+def timed(f):
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+
+
+def odc_run(odc, module, prompt, new, threads):
+    cmd = [odc, "generate", module, "--prompt-tokens", ",".join(map(str, prompt)), "-n", str(new), "--ignore-eos",
+           "--threads", str(threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()
+    speeds = dict(kv.split("=") for kv in out[-1].split())
+    tokens = [int(t) for t in out[-2].removeprefix("generated: ").split()]
+    return float(speeds["prefill_tok_s"]), float(speeds["decode_tok_s"]), tokens
+
+
+class LlamaCpp:
+    def __init__(self, gguf, context, batch, threads):
+        import llama_cpp
+        self.llm = llama_cpp.Llama(model_path=gguf, n_ctx=context, n_batch=batch, n_ubatch=batch, n_threads=threads,
+                                   n_threads_batch=threads, logits_all=False, verbose=False)
+
+    def run(self, prompt, new):
+        llm = self.llm
+        llm.reset()
+        t = time.perf_counter()
+        llm.eval(prompt)
+        prefill = len(prompt) / (time.perf_counter() - t)
+        tokens = [int(np.argmax(llm.scores[llm.n_tokens - 1]))]
+        t = time.perf_counter()
+        for _ in range(new - 1):
+            llm.eval([tokens[-1]])
+            tokens.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+        decode = (new - 1) / (time.perf_counter() - t)
+        return prefill, decode, tokens
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("--model", default=os.path.join(root, "build/smollm2"))
+    ap.add_argument("--odc", default=os.path.join(root, "target/release/odc"))
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--prompt-tokens", type=int, default=64)
+    ap.add_argument("--new", type=int, default=64)
+    ap.add_argument("--context", type=int, default=512)
+    ap.add_argument("--max-prefill", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    for p in [a.odc, os.path.join(a.model, "model.safetensors"), os.path.join(a.model, "model-f32.gguf")]:
+        if not os.path.exists(p):
+            sys.exit(f"missing {p} (cargo build --release -p odc; python scripts/smollm2.py {a.model})")
+    config = json.load(open(os.path.join(a.model, "config.json")))
+    prompt = [(17 * i + 100) % config["vocab_size"] for i in range(a.prompt_tokens)]
+    weight_bytes = os.path.getsize(os.path.join(a.model, "model.safetensors"))
+    bandwidth = read_bandwidth_gbs()
+    lines = [f"# Text generation: odc vs llama.cpp ({os.path.basename(os.path.abspath(a.model))}, f32)", "",
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; prompt {a.prompt_tokens} tokens, {a.new} new, "
+             f"context {a.context}, prefill chunk {a.max_prefill}; median of {a.repeat} alternating runs; "
+             f"weights {weight_bytes / 1e6:.0f} MB read per decoded token; numpy read bandwidth {bandwidth:.1f} GB/s", "",
+             "| threads | odc prefill tok/s | llama.cpp prefill tok/s | ratio | odc decode tok/s | llama.cpp decode tok/s | ratio | odc GB/s (% of read bw) | llama.cpp GB/s | greedy tokens equal |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        subprocess.run([a.odc, "compile", a.model, "--emit", "sharedlib", "--weights", "external", "--context", str(a.context),
+                        "--max-prefill", str(a.max_prefill), "-o", tmp + "/"], check=True, capture_output=True)
+        compile_s = time.perf_counter() - t
+        module = os.path.join(tmp, "lib" + os.path.basename(os.path.abspath(a.model)) + ".so")
+        for threads in [int(x) for x in a.threads.split(",")]:
+            cpp = LlamaCpp(os.path.join(a.model, "model-f32.gguf"), a.context, a.max_prefill, threads)
+            cpp.run(prompt[:8], 4)  # warm-up
+            odc_run(a.odc, module, prompt[:8], 4, threads)
+            o, c = [], []
+            for _ in range(a.repeat):
+                o.append(odc_run(a.odc, module, prompt, a.new, threads))
+                c.append(cpp.run(prompt, a.new))
+            med = lambda rs, i: statistics.median(r[i] for r in rs)
+            op, od, cp_, cd = med(o, 0), med(o, 1), med(c, 0), med(c, 1)
+            same = sum(x == y for x, y in zip(o[0][2], c[0][2]))
+            lines.append(f"| {threads} | {op:.1f} | {cp_:.1f} | {op / cp_:.2f} | {od:.2f} | {cd:.2f} | **{od / cd:.2f}** | "
+                         f"{od * weight_bytes / 1e9:.1f} ({100 * od * weight_bytes / 1e9 / bandwidth:.0f}%) | "
+                         f"{cd * weight_bytes / 1e9:.1f} | {same}/{a.new} |")
+            print(lines[-1], flush=True)
+            print(f"  odc runs: {[(round(p, 1), round(d, 2)) for p, d, _ in o]}", flush=True)
+            print(f"  llama.cpp runs: {[(round(p, 1), round(d, 2)) for p, d, _ in c]}", flush=True)
+            del cpp
+    lines += ["", f"odc compile time (both steps, AOT, external weights): {compile_s:.1f} s"]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if a.out:
+        open(a.out, "w").write(text)
+
+
+if __name__ == "__main__":
+    main()
