@@ -60,17 +60,21 @@ class LlamaCpp:
         self.llm = llama_cpp.Llama(model_path=gguf, n_ctx=context, n_batch=batch, n_ubatch=batch, n_threads=threads,
                                    n_threads_batch=threads, logits_all=False, verbose=False)
 
+    def last_logits(self):
+        # With logits_all=False llama.cpp computes the logits of each batch's last token only.
+        return np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),))
+
     def run(self, prompt, new):
         llm = self.llm
         llm.reset()
         t = time.perf_counter()
         llm.eval(prompt)
         prefill = len(prompt) / (time.perf_counter() - t)
-        tokens = [int(np.argmax(llm.scores[llm.n_tokens - 1]))]
+        tokens = [int(np.argmax(self.last_logits()))]
         t = time.perf_counter()
         for _ in range(new - 1):
             llm.eval([tokens[-1]])
-            tokens.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+            tokens.append(int(np.argmax(self.last_logits())))
         decode = (new - 1) / (time.perf_counter() - t)
         return prefill, decode, tokens
 

@@ -3,7 +3,7 @@
 //! and the external weights file when weights are not embedded.
 
 use crate::lower::Program;
-use crate::module::{define_program, define_stateful_module, ModuleSpec, WeightsLayout, WeightsMode};
+use crate::module::{define_program, define_stateful_module, ModuleSpec, StepEntry, WeightsLayout, WeightsMode};
 use crate::error::CodegenError;
 use crate::target::{is_host, Target};
 use cranelift_object::{ObjectBuilder, ObjectModule};
@@ -50,13 +50,12 @@ pub fn compile_object(prog: &Program, target: &Target, opts: &AotOptions) -> Res
     emit_object(target, opts, WeightsLayout::of(prog).size, |m, spec| define_program(m, prog, spec).map(|e| e.weights_layout))
 }
 
-/// Compile a stateful module: one entry point per `(name, program)` over one state and one
-/// weights blob, the state holding `context` positions (see
-/// [`crate::module::define_stateful_module`]).
-pub fn compile_stateful_object(entries: &[(&str, &Program)], context: usize, target: &Target, opts: &AotOptions) -> Result<AotModule, CodegenError> {
-    let progs: Vec<&Program> = entries.iter().map(|(_, p)| *p).collect();
+/// Compile a stateful module: one entry point per [`StepEntry`] over one state and one weights
+/// blob, the state holding `context` positions (see [`crate::module::define_stateful_module`]).
+pub fn compile_stateful_object(entries: &[StepEntry], context: usize, target: &Target, opts: &AotOptions) -> Result<AotModule, CodegenError> {
+    let progs: Vec<&Program> = entries.iter().flat_map(|e| e.variants.iter().map(|v| v.0)).collect();
     let size = WeightsLayout::shared(&progs).0.size;
-    emit_object(target, opts, size, |m, spec| define_stateful_module(m, entries, context, spec))
+    emit_object(target, opts, size, |m, spec| define_stateful_module(m, entries, context, spec).map(|e| e.weights_layout))
 }
 
 /// An object module for `target` with whatever `define` puts in it; `weights_size` decides

@@ -1,6 +1,7 @@
 //! Generated host code for a compiled module: a C header and a Rust binding.
 
 use crate::lower::{IoSpec, Program};
+use crate::module::StepEntry;
 use odc_ir::DType;
 use odc_runtime::abi;
 use std::fmt::Write;
@@ -97,7 +98,8 @@ fn tensor_defines(h: &mut String, prog: &Program, p: &str, up: &str) {
 
 /// The C header of a stateful module (see `crate::module::define_stateful_module`): each step's
 /// tensors as `{UP}_{STEP}_INPUT_...`, the steps, `p_state_size` and `p_context`.
-pub fn c_header_stateful(entries: &[(&str, &Program)], context: usize, prefix: &str, model_name: &str) -> String {
+pub fn c_header_stateful(steps: &[StepEntry], context: usize, prefix: &str, model_name: &str) -> String {
+    let entries = step_tensors(steps);
     let p = prefix;
     let up = prefix.to_ascii_uppercase();
     let mut h = String::new();
@@ -105,19 +107,19 @@ pub fn c_header_stateful(entries: &[(&str, &Program)], context: usize, prefix: &
     let _ = writeln!(h, "#ifndef ODC_MODULE_{up}_H\n#define ODC_MODULE_{up}_H\n\n#include <stdint.h>\n");
     let _ = writeln!(h, "#ifdef __cplusplus\nextern \"C\" {{\n#endif\n");
     h.push_str(&abi_c_block());
-    let arena = entries.iter().map(|(_, q)| q.arena_size).max().unwrap_or(0);
-    let state = entries.first().map_or(0, |(_, q)| q.state_size);
+    let arena = entries.iter().map(|e| e.2).max().unwrap_or(0);
+    let state = entries.first().map_or(0, |(_, q, _)| q.state_size);
     let _ = writeln!(h, "/* Module '{p}': a stateful module. Every step reads and updates one state buffer (a decoder's");
     let _ = writeln!(h, "   KV cache) of {up}_STATE_SIZE bytes, {}-byte aligned, zeroed to start over. */", abi::ARENA_ALIGN);
     let _ = writeln!(h, "#define {up}_ARENA_SIZE {arena}u /* bytes, {}-byte aligned: enough for every step */", abi::ARENA_ALIGN);
     let _ = writeln!(h, "#define {up}_STATE_SIZE {state}u /* bytes */");
     let _ = writeln!(h, "#define {up}_CONTEXT {context} /* positions the state holds */\n");
-    for (name, prog) in entries {
+    for &(name, prog, step_arena) in &entries {
         let (sp, su) = (format!("{p}_{name}"), format!("{up}_{}", name.to_ascii_uppercase()));
         let _ = writeln!(h, "/* Step '{name}'. */");
         let _ = writeln!(h, "#define {su}_NUM_INPUTS {}", prog.inputs.len());
         let _ = writeln!(h, "#define {su}_NUM_OUTPUTS {}", prog.outputs.len());
-        let _ = writeln!(h, "#define {su}_ARENA_SIZE {}u\n", prog.arena_size);
+        let _ = writeln!(h, "#define {su}_ARENA_SIZE {step_arena}u\n");
         tensor_defines(&mut h, prog, &sp, &su);
         let _ = writeln!(
             h,
@@ -194,22 +196,23 @@ fn rust_len(io: &IoSpec) -> usize {
 /// A Rust module to `include!`: extern declarations, shape constants, typed `Inputs`/`Outputs`
 /// and a `Model` that owns the arena.
 pub fn rust_binding(prog: &Program, prefix: &str, model_name: &str, external_weights: bool) -> String {
-    let entry = RustEntry { method: "run".into(), symbol: format!("{prefix}_run"), prog, consts: String::new(), types: String::new() };
+    let entry = RustEntry { method: "run".into(), symbol: format!("{prefix}_run"), prog, consts: String::new(), types: String::new(), arena: prog.arena_size };
     rust_module(prefix, model_name, external_weights, &[entry], None)
 }
 
 /// The Rust binding of a stateful module: per step `<STEP>_..._SHAPE` constants,
 /// `<Step>Inputs`/`<Step>Outputs`, and a `Model` owning the arena and the state, with a method
 /// per step and `reset`.
-pub fn rust_binding_stateful(entries: &[(&str, &Program)], context: usize, prefix: &str, model_name: &str, external_weights: bool) -> String {
-    let entries: Vec<RustEntry> = entries
-        .iter()
-        .map(|&(name, prog)| RustEntry {
+pub fn rust_binding_stateful(steps: &[StepEntry], context: usize, prefix: &str, model_name: &str, external_weights: bool) -> String {
+    let entries: Vec<RustEntry> = step_tensors(steps)
+        .into_iter()
+        .map(|(name, prog, arena)| RustEntry {
             method: name.to_string(),
             symbol: format!("{prefix}_{name}"),
             prog,
             consts: format!("{}_", name.to_ascii_uppercase()),
             types: camel(name),
+            arena,
         })
         .collect();
     let state = entries.first().map_or(0, |e| e.prog.state_size);
@@ -229,6 +232,14 @@ struct RustEntry<'a> {
     /// Prefix of its constants (`PREFILL_`) and types (`Prefill`); empty for `run`.
     consts: String,
     types: String,
+    /// Bytes of arena it needs.
+    arena: usize,
+}
+
+/// Each step's name, the program describing its tensors (the first variant) and the arena its
+/// largest variant needs.
+fn step_tensors<'a>(steps: &'a [StepEntry]) -> Vec<(&'a str, &'a Program, usize)> {
+    steps.iter().map(|e| (e.name, e.variants[0].0, e.variants.iter().map(|v| v.0.arena_size).max().unwrap_or(0))).collect()
 }
 
 fn rust_module(prefix: &str, model_name: &str, external_weights: bool, entries: &[RustEntry], state: Option<(usize, usize)>) -> String {
@@ -248,7 +259,7 @@ fn rust_module(prefix: &str, model_name: &str, external_weights: bool, entries: 
         );
     }
     let _ = writeln!(r, "        fn {p}_describe() -> *const OdcModuleDesc;\n    }}\n");
-    let arena = entries.iter().map(|e| e.prog.arena_size).max().unwrap_or(0);
+    let arena = entries.iter().map(|e| e.arena).max().unwrap_or(0);
     let _ = writeln!(r, "    /// Bytes of scratch memory one run needs.\n    pub const ARENA_SIZE: usize = {arena};");
     if let Some((state_size, context)) = state {
         let _ = writeln!(r, "    /// Bytes of the state the steps share (a decoder's KV cache).\n    pub const STATE_SIZE: usize = {state_size};");

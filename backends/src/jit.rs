@@ -193,6 +193,79 @@ impl JitProgram {
     }
 }
 
+/// A stateful module compiled for this process: named steps (a decoder's `prefill` and
+/// `decode`), each possibly several variants, over one state layout (see
+/// [`crate::module::define_stateful_module`]).
+pub struct JitSteps {
+    module: Option<JITModule>,
+    steps: Vec<(String, EntryPoint)>,
+    /// The programs, kept for their weights (whose addresses the code holds).
+    _programs: Vec<Program>,
+    pool: Option<ThreadPool>,
+}
+
+// As for `JitProgram`: immutable code and weights.
+unsafe impl Send for JitSteps {}
+unsafe impl Sync for JitSteps {}
+
+impl JitSteps {
+    /// Compile `steps`: per step its name and its variants (a program and the bound on its
+    /// position input, see [`crate::module::Variant::max_position`]), for `target`
+    /// ([`Target::host_jit`]).
+    pub fn compile(steps: Vec<(String, Vec<(Program, Option<(usize, i64)>)>)>, context: usize, target: &Target) -> Result<Self, CodegenError> {
+        let builder = JITBuilder::with_isa(target.isa.clone(), cranelift_module::default_libcall_names());
+        let mut module = JITModule::new(builder);
+        let spec = ModuleSpec { prefix: "odc".into(), weights: WeightsMode::Absolute(vec![]), target: target.clone() };
+        let entries: Vec<crate::module::StepEntry> = steps
+            .iter()
+            .map(|(name, vs)| crate::module::StepEntry { name, variants: vs.iter().map(|(p, b)| (p, *b)).collect() })
+            .collect();
+        let emitted = crate::module::define_stateful_module(&mut module, &entries, context, &spec)?;
+        drop(entries);
+        module.finalize_definitions().map_err(|e| CodegenError::Cranelift(format!("JIT finalisation failed: {e}")))?;
+        let describe = |ios: &[IoSpec]| ios.iter().map(|t| TensorInfo::new(t.name.clone(), t.dtype.abi_code(), t.shape.clone())).collect();
+        let mut entry_points = vec![];
+        let mut programs = vec![];
+        for ((name, variants), &id) in steps.into_iter().zip(&emitted.entries) {
+            let code = module.get_finalized_function(id);
+            let head = &variants[0].0;
+            let arena = variants.iter().map(|v| v.0.arena_size).max().unwrap_or(0);
+            // SAFETY: the step was defined with the stateful ABI signature for these tensors,
+            // this arena and state, and lives in `module`, which `self` frees last.
+            let entry = unsafe {
+                let f = EntryFn::Step { f: std::mem::transmute::<*const u8, StepFn>(code), state_size: head.state_size };
+                EntryPoint::with_fn(f, describe(&head.inputs), describe(&head.outputs), arena)
+            };
+            entry_points.push((name, entry));
+            programs.extend(variants.into_iter().map(|v| v.0));
+        }
+        Ok(JitSteps { module: Some(module), steps: entry_points, _programs: programs, pool: None })
+    }
+
+    /// The step called `name`.
+    pub fn step(&self, name: &str) -> Option<&EntryPoint> {
+        self.steps.iter().find(|(n, _)| n == name).map(|(_, e)| e)
+    }
+
+    /// Share parallel loops among `threads` threads (1 = single-threaded).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.pool = if threads > 1 { Some(ThreadPool::new(threads)) } else { None };
+    }
+
+    pub fn pool(&self) -> Option<&ThreadPool> {
+        self.pool.as_ref()
+    }
+}
+
+impl Drop for JitSteps {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: no function pointer into the module outlives `self`.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
 impl Drop for JitProgram {
     fn drop(&mut self) {
         if let Some(m) = self.module.take() {

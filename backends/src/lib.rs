@@ -30,7 +30,7 @@ pub mod schedule;
 pub mod target;
 
 pub use error::{CodegenError, TargetError};
-pub use jit::{JitEvaluator, JitProgram, RunBuffers, RunError};
+pub use jit::{JitEvaluator, JitProgram, JitSteps, RunBuffers, RunError};
 pub use target::{host_isa, OptLevel, Target, TargetSpec};
 pub use odc_passes::fusion::FusionPlan;
 pub use odc_passes::kernel_choice::KernelKind;

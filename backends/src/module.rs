@@ -232,59 +232,102 @@ pub fn define_program<M: Module>(m: &mut M, prog: &Program, spec: &ModuleSpec) -
     let arena_size = define_u64_fn(m, &format!("{p}_arena_size"), prog.arena_size as u64, &mut fctx)?;
     let describe = define_describe_fn(m, &format!("{p}_describe"), desc, &mut fctx)?;
     let entry = if prog.state.is_empty() { format!("{p}_run") } else { format!("{p}_step") };
-    let run = define_run(m, prog, spec, &entry, &kernels, &layout.offsets, layout.size, weights_data, &mut fctx)?;
+    let offsets = match &spec.weights {
+        WeightsMode::Absolute(addrs) => addrs.iter().map(|&a| a as usize).collect(),
+        _ => layout.offsets.clone(),
+    };
+    let variant = Variant { prog, kernels: &kernels, weight_offsets: &offsets, max_position: None };
+    let run = define_run(m, &[variant], spec, &entry, layout.size, weights_data, &mut fctx)?;
     Ok(EmittedProgram { run, arena_size, describe, kernels, weights_layout: layout })
 }
 
-/// Define a stateful module: one entry point per `(name, program)` (a decoder's `prefill` and
-/// `decode`), all over one state layout and one weights blob (identical weights stored once),
-/// with `p_<name>`, `p_<name>_describe`, `p_state_size`, `p_context` (the positions the state
-/// holds, `context`), `p_arena_size` (the largest entry's) and a `p_describe` without tensors
-/// (see `odc_runtime::abi`). Returns the weights layout.
-pub fn define_stateful_module<M: Module>(
-    m: &mut M,
-    entries: &[(&str, &Program)],
-    context: usize,
-    spec: &ModuleSpec,
-) -> Result<WeightsLayout, CodegenError> {
+/// One stateful entry point of a module: its name and its variants, each a program with the
+/// bound on the position input it runs under (see [`Variant::max_position`]; the last: `None`).
+pub struct StepEntry<'a> {
+    pub name: &'a str,
+    pub variants: Vec<(&'a Program, Option<(usize, i64)>)>,
+}
+
+/// What [`define_stateful_module`] emitted.
+pub struct EmittedSteps {
+    /// One function per [`StepEntry`], in order.
+    pub entries: Vec<FuncId>,
+    pub weights_layout: WeightsLayout,
+}
+
+/// Define a stateful module: one entry point per [`StepEntry`] (a decoder's `prefill` and
+/// `decode`), all over one state layout and one weights blob (identical weights stored once,
+/// across entries and variants), with `p_<name>`, `p_<name>_describe`, `p_state_size`,
+/// `p_context` (the positions the state holds, `context`), `p_arena_size` (the largest
+/// variant's) and a `p_describe` without tensors (see `odc_runtime::abi`).
+pub fn define_stateful_module<M: Module>(m: &mut M, entries: &[StepEntry], context: usize, spec: &ModuleSpec) -> Result<EmittedSteps, CodegenError> {
     check_module_target(m)?;
     let p = &spec.prefix;
-    let Some((_, first)) = entries.first() else {
+    let Some(first) = entries.first().and_then(|e| e.variants.first()).map(|v| v.0) else {
         return Err(CodegenError::Invalid("a stateful module needs at least one entry point".into()));
     };
-    for (name, prog) in entries {
-        prog.check_order().map_err(|e| CodegenError::Invalid(e.to_string()))?;
-        if prog.state.is_empty() {
-            return Err(CodegenError::Invalid(format!("entry point '{name}' has no state")));
-        }
-        if prog.state != first.state || prog.state_size != first.state_size {
-            return Err(CodegenError::Invalid(format!("entry point '{name}' lays out its state differently from the first")));
-        }
-        if ["run", "describe", "arena_size", "state_size", "context", "weights", "meta", "desc", "tensor_descs"].contains(name)
+    for e in entries {
+        let name = e.name;
+        if ["run", "describe", "arena_size", "state_size", "context", "weights", "meta", "desc", "tensor_descs"].contains(&name)
             || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
             return Err(CodegenError::Invalid(format!("'{name}' cannot name an entry point")));
         }
+        let Some((head, _)) = e.variants.first() else {
+            return Err(CodegenError::Invalid(format!("entry point '{name}' has no program")));
+        };
+        for (prog, _) in &e.variants {
+            prog.check_order().map_err(|e| CodegenError::Invalid(e.to_string()))?;
+            if prog.state.is_empty() {
+                return Err(CodegenError::Invalid(format!("entry point '{name}' has no state")));
+            }
+            if prog.state != first.state || prog.state_size != first.state_size {
+                return Err(CodegenError::Invalid(format!("entry point '{name}' lays out its state differently from the first")));
+            }
+            if prog.inputs != head.inputs || prog.outputs != head.outputs {
+                return Err(CodegenError::Invalid(format!("the variants of entry point '{name}' take different tensors")));
+            }
+        }
     }
     let mut fctx = FunctionBuilderContext::new();
-    let progs: Vec<&Program> = entries.iter().map(|(_, prog)| *prog).collect();
-    let (layout, offsets) = WeightsLayout::shared(&progs);
+    let progs: Vec<&Program> = entries.iter().flat_map(|e| e.variants.iter().map(|v| v.0)).collect();
+    let (layout, mut offsets) = WeightsLayout::shared(&progs);
+    if let WeightsMode::Absolute(_) = spec.weights {
+        offsets = progs.iter().map(|q| q.weights.iter().map(|w| w.bytes().as_ptr() as usize).collect()).collect();
+    }
     let weights_data = define_weights_blob(m, spec, &layout)?;
     let fingerprint = weights_fingerprint(spec, &layout);
-    for ((name, prog), offsets) in entries.iter().zip(&offsets) {
-        let base = format!("{p}_{name}");
-        let kernels = define_kernels(m, prog, spec, &base)?;
-        let desc = define_descriptor(m, &base, spec, &prog.inputs, &prog.outputs, prog.arena_size, &layout, fingerprint)?;
+    let mut offsets = offsets.into_iter();
+    let mut ids = vec![];
+    let mut arena = 0;
+    for e in entries {
+        let base = format!("{p}_{}", e.name);
+        let mut kernels = vec![];
+        for (vi, (prog, _)) in e.variants.iter().enumerate() {
+            let kbase = if e.variants.len() == 1 { base.clone() } else { format!("{base}_v{vi}") };
+            kernels.push(define_kernels(m, prog, spec, &kbase)?);
+        }
+        let offs: Vec<Vec<usize>> = e.variants.iter().map(|_| offsets.next().expect("one offset list per program")).collect();
+        let variants: Vec<Variant> = e
+            .variants
+            .iter()
+            .zip(&kernels)
+            .zip(&offs)
+            .map(|((&(prog, max_position), kernels), weight_offsets)| Variant { prog, kernels, weight_offsets, max_position })
+            .collect();
+        let head = e.variants[0].0;
+        let need = e.variants.iter().map(|v| v.0.arena_size).max().unwrap_or(0);
+        arena = arena.max(need);
+        let desc = define_descriptor(m, &base, spec, &head.inputs, &head.outputs, need, &layout, fingerprint)?;
         define_describe_fn(m, &format!("{base}_describe"), desc, &mut fctx)?;
-        define_run(m, prog, spec, &base, &kernels, offsets, layout.size, weights_data, &mut fctx)?;
+        ids.push(define_run(m, &variants, spec, &base, layout.size, weights_data, &mut fctx)?);
     }
-    let arena = progs.iter().map(|q| q.arena_size).max().unwrap_or(0);
     let desc = define_descriptor(m, p, spec, &[], &[], arena, &layout, fingerprint)?;
     define_describe_fn(m, &format!("{p}_describe"), desc, &mut fctx)?;
     define_u64_fn(m, &format!("{p}_arena_size"), arena as u64, &mut fctx)?;
     define_u64_fn(m, &format!("{p}_state_size"), first.state_size as u64, &mut fctx)?;
     define_u64_fn(m, &format!("{p}_context"), context as u64, &mut fctx)?;
-    Ok(layout)
+    Ok(EmittedSteps { entries: ids, weights_layout: layout })
 }
 
 fn check_module_target<M: Module>(m: &M) -> Result<(), CodegenError> {
@@ -467,23 +510,34 @@ fn define_descriptor<M: Module>(
     Ok(desc_id)
 }
 
+/// One compiled form of an entry point: a program with its kernels and weight offsets.
+pub struct Variant<'a> {
+    pub prog: &'a Program,
+    pub kernels: &'a [FuncId],
+    pub weight_offsets: &'a [usize],
+    /// `(input, max)`: this variant runs when the first i64 of input `input` is at most `max`,
+    /// else the next variant is tried; the last runs whatever the bound (a decoder's steps are
+    /// compiled per cache window, see `KvCache::windows`).
+    pub max_position: Option<(usize, i64)>,
+}
+
 /// Emits the entry point `symbol`: `p_run`, or for a program with state a stateful entry that
-/// also takes the state buffer (see `odc_runtime::abi`). `weight_offsets[w]` is weight `w`'s
-/// place in the blob of `blob_size` bytes.
+/// also takes the state buffer (see `odc_runtime::abi`), running one of `variants` (all with the
+/// same inputs, outputs and state); the weights blob has `blob_size` bytes.
 #[allow(clippy::too_many_arguments)]
 fn define_run<M: Module>(
     m: &mut M,
-    prog: &Program,
+    variants: &[Variant],
     spec: &ModuleSpec,
     symbol: &str,
-    kernels: &[FuncId],
-    weight_offsets: &[usize],
     blob_size: usize,
     weights_data: Option<DataId>,
     fctx: &mut FunctionBuilderContext,
 ) -> Result<FuncId, CodegenError> {
     let ptr = types::I64;
     let call_conv = m.target_config().default_call_conv;
+    let prog = variants[0].prog;
+    let arena_need = variants.iter().map(|v| v.prog.arena_size).max().unwrap_or(0);
     let stateful = !prog.state.is_empty();
     let mut sig = ir::Signature::new(call_conv);
     let params: &[ir::Type] =
@@ -495,7 +549,8 @@ fn define_run<M: Module>(
     let run = m.declare_function(symbol, Linkage::Export, &sig).map_err(module_err)?;
     let mut ctx = m.make_context();
     ctx.func.signature = sig;
-    let frefs: Vec<ir::FuncRef> = kernels.iter().map(|&k| m.declare_func_in_func(k, &mut ctx.func)).collect();
+    let frefs: Vec<Vec<ir::FuncRef>> =
+        variants.iter().map(|v| v.kernels.iter().map(|&k| m.declare_func_in_func(k, &mut ctx.func)).collect()).collect();
     let weights_gv = weights_data.map(|d| m.declare_data_in_func(d, &mut ctx.func));
     let flags = MemFlagsData::new().with_notrap();
     {
@@ -543,10 +598,10 @@ fn define_run<M: Module>(
                 bail_if(&mut b, bad, Status::NullPointer);
             }
         }
-        if prog.arena_size > 0 {
+        if arena_need > 0 {
             let bad = b.ins().icmp_imm_s(IntCC::Equal, arena, 0);
             bail_if(&mut b, bad, Status::NullPointer);
-            let bad = b.ins().icmp_imm_u(IntCC::UnsignedLessThan, arena_len, prog.arena_size as i64);
+            let bad = b.ins().icmp_imm_u(IntCC::UnsignedLessThan, arena_len, arena_need as i64);
             bail_if(&mut b, bad, Status::ArenaTooSmall);
             let mis = b.ins().band_imm_s(arena, abi::ARENA_ALIGN as i64 - 1);
             let bad = b.ins().icmp_imm_s(IntCC::NotEqual, mis, 0);
@@ -607,7 +662,7 @@ fn define_run<M: Module>(
         }
         // The kernels, in the program's run order (checked in `define_program`).
         let pb = 8i32;
-        let max_args = prog.steps.iter().map(|s| s.args.len()).max().unwrap_or(0).max(1);
+        let max_args = variants.iter().flat_map(|v| v.prog.steps.iter()).map(|s| s.args.len()).max().unwrap_or(0).max(1);
         let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, max_args as u32 * pb as u32, 3));
         let mut pf_sig = ir::Signature::new(call_conv);
         for t in [ptr, ptr, ptr, types::I64] {
@@ -615,14 +670,31 @@ fn define_run<M: Module>(
         }
         pf_sig.returns.push(AbiParam::new(types::I32));
         let pf_sigref = b.import_signature(pf_sig);
+        let finished = b.create_block();
+        for (vi, v) in variants.iter().enumerate() {
+        let prog = v.prog;
+        // A variant for small positions runs when the position input is within its bound;
+        // otherwise the next one is tried (the last runs unconditionally).
+        let next_variant = match v.max_position {
+            Some((input, max)) if vi + 1 < variants.len() => {
+                let position = b.ins().load(types::I64, flags, data_ptrs[0][input], 0);
+                let (this, other) = (b.create_block(), b.create_block());
+                let fits = b.ins().icmp_imm_s(IntCC::SignedLessThanOrEqual, position, max);
+                b.ins().brif(fits, this, &[], other, &[]);
+                b.switch_to_block(this);
+                Some(other)
+            }
+            _ => None,
+        };
         for step in prog.steps_in_order() {
             for (s, &buf) in step.args.iter().enumerate() {
                 let v = match prog.buffers[buf].kind {
                     BufferKind::Input(j) => data_ptrs[0][j],
                     BufferKind::Output(j) => data_ptrs[1][j],
                     BufferKind::Weight(w) => match (&spec.weights, wbase) {
-                        (WeightsMode::Absolute(addrs), _) => b.ins().iconst(ptr, addrs[w] as i64),
-                        (_, Some(base)) => b.ins().iadd_imm_s(base, weight_offsets[w] as i64),
+                        // Absolute: the variant's offsets are the weights' addresses.
+                        (WeightsMode::Absolute(_), _) => b.ins().iconst(ptr, v.weight_offsets[w] as i64),
+                        (_, Some(base)) => b.ins().iadd_imm_s(base, v.weight_offsets[w] as i64),
                         // Only empty weights have no blob; a zero-size buffer is never read.
                         _ => b.ins().iconst(ptr, 0),
                     },
@@ -644,13 +716,13 @@ fn define_run<M: Module>(
                 let has_pf = b.ins().icmp_imm_s(IntCC::NotEqual, pf, 0);
                 b.ins().brif(has_pf, par, &[], seq, &[]);
                 b.switch_to_block(par);
-                let faddr = b.ins().func_addr(ptr, frefs[step.kernel]);
+                let faddr = b.ins().func_addr(ptr, frefs[vi][step.kernel]);
                 let call = b.ins().call_indirect(pf_sigref, pf, &[user, faddr, table, hi]);
                 let r = b.inst_results(call)[0];
                 b.ins().jump(done, &[BlockArg::Value(r)]);
                 b.switch_to_block(seq);
             }
-            let call = b.ins().call(frefs[step.kernel], &[table, lo, hi]);
+            let call = b.ins().call(frefs[vi][step.kernel], &[table, lo, hi]);
             let r = b.inst_results(call)[0];
             b.ins().jump(done, &[BlockArg::Value(r)]);
             b.switch_to_block(done);
@@ -659,6 +731,13 @@ fn define_run<M: Module>(
             b.ins().brif(bad, fail, &[BlockArg::Value(st)], next, &[]);
             b.switch_to_block(next);
         }
+        b.ins().jump(finished, &[]);
+        match next_variant {
+            Some(other) => b.switch_to_block(other),
+            None => break,
+        }
+        }
+        b.switch_to_block(finished);
         let ok = b.ins().iconst(types::I32, 0);
         b.ins().return_(&[ok]);
         b.switch_to_block(fail);

@@ -4,8 +4,8 @@
 //! Owns: choosing the cache capacity from the config and the options, and compiling both steps.
 //! Must not: tokenize or sample (see `generate`), or know the cache layout (the frontend's).
 
-use crate::{compile_jit_owned, import_model_owned, open_model, CompileOptions, Error, Timings};
-use odc_backends::JitProgram;
+use crate::{host_target, import_model_owned, open_model, plan, CompileOptions, Error, Timings};
+use odc_backends::{JitSteps, Program, Target};
 use odc_frontend::safetensors::config::ModelConfig;
 use odc_frontend::safetensors::decoder::KvCache;
 use odc_frontend::{DecoderStep, ModelSource};
@@ -16,6 +16,8 @@ use std::path::Path;
 pub const DEFAULT_CONTEXT_CAP: usize = 2048;
 /// Tokens one prefill step takes unless asked (longer prompts run in several steps).
 pub const DEFAULT_MAX_PREFILL: usize = 64;
+/// The smallest cache window a step is compiled for unless asked (see `KvCache::windows`).
+pub const DEFAULT_MIN_WINDOW: usize = 64;
 
 /// The files of a checkpoint that text generation reads besides the weights (tokenizer and stop
 /// tokens); a compiled decoder module gets copies beside it.
@@ -29,6 +31,10 @@ pub struct CacheOptions {
     pub context: Option<usize>,
     /// Tokens per prefill step (`None`: [`DEFAULT_MAX_PREFILL`], at most the context).
     pub max_prefill: Option<usize>,
+    /// The smallest cache window compiled (`None`: [`DEFAULT_MIN_WINDOW`]): each step is
+    /// compiled once per window, doubling from this one to the whole cache, and runs the
+    /// smallest that holds its positions.
+    pub min_window: Option<usize>,
 }
 
 impl CacheOptions {
@@ -66,40 +72,58 @@ fn not_a_decoder(what: &str) -> Error {
     Error::Usage(format!("{what} has no KV cache: text generation needs a decoder checkpoint (llama, qwen2)"))
 }
 
+/// A decoder's steps: per step (`prefill`, `decode`) its programs, one per cache window, each
+/// with the bound on its position input it runs under (the last, the whole cache: none).
+pub type DecoderSteps = Vec<(String, Vec<(Program, Option<(usize, i64)>)>)>;
+
+/// Import and lower the `prefill` and `decode` steps of the decoder at `path` for `target`.
+pub fn decoder_steps(path: &Path, cache: KvCache, min_window: usize, opts: &CompileOptions, target: &Target, timings: &mut Timings) -> Result<DecoderSteps, Error> {
+    let mut steps = vec![];
+    for (name, chunk) in [("prefill", cache.max_prefill), ("decode", 1)] {
+        let windows = cache.windows(chunk, min_window);
+        let mut variants = vec![];
+        for (i, &window) in windows.iter().enumerate() {
+            let opts = CompileOptions { step: Some(DecoderStep { chunk, cache, window: Some(window) }), ..opts.clone() };
+            let g = import_model_owned(open_model(path, timings)?, &opts, timings)?;
+            let prog = plan(&g, &opts, target, timings)?;
+            let position = prog.inputs.iter().position(|t| t.name == "position").expect("a decoder step takes its position");
+            let bound = (i + 1 < windows.len()).then_some((position, (window - chunk) as i64));
+            variants.push((prog, bound));
+        }
+        steps.push((name.to_string(), variants));
+    }
+    Ok(steps)
+}
+
 /// A decoder's two steps, compiled for this host.
 pub struct DecoderJit {
-    pub prefill: JitProgram,
-    pub decode: JitProgram,
+    pub steps: JitSteps,
     pub cache: KvCache,
 }
 
 impl DecoderJit {
     /// Compile the decoder checkpoint at `path` for `cache` (see [`CacheOptions::resolve`]).
-    pub fn compile(path: &Path, cache: &CacheOptions, opts: &CompileOptions, timings: &mut Timings) -> Result<DecoderJit, Error> {
-        let cache = cache.resolve(&open_model(path, timings)?)?;
-        let step = |chunk, timings: &mut Timings| -> Result<JitProgram, Error> {
-            let opts = CompileOptions { step: Some(DecoderStep { chunk, cache }), ..opts.clone() };
-            let g = import_model_owned(open_model(path, timings)?, &opts, timings)?;
-            compile_jit_owned(g, &opts, timings)
-        };
-        let prefill = step(cache.max_prefill, timings)?;
-        let decode = step(1, timings)?;
-        Ok(DecoderJit { prefill, decode, cache })
+    pub fn compile(path: &Path, cache_opts: &CacheOptions, opts: &CompileOptions, timings: &mut Timings) -> Result<DecoderJit, Error> {
+        let cache = cache_opts.resolve(&open_model(path, timings)?)?;
+        let target = host_target(opts)?;
+        let steps = decoder_steps(path, cache, cache_opts.min_window.unwrap_or(DEFAULT_MIN_WINDOW), opts, &target, timings)?;
+        let steps = timings.record("codegen", || JitSteps::compile(steps, cache.context, &target))?;
+        Ok(DecoderJit { steps, cache })
     }
 
-    /// Share parallel loops among `threads` threads (both steps use the prefill program's pool).
     pub fn set_threads(&mut self, threads: usize) {
-        self.prefill.set_threads(threads);
+        self.steps.set_threads(threads);
     }
 
     /// A generation session with an empty cache.
     pub fn session(&self) -> Result<DecoderSession<'_>, RunError> {
+        let step = |name: &str| self.steps.step(name).ok_or_else(|| RunError::Arguments(format!("the decoder has no {name} step")));
         DecoderSession::new(DecoderEntries {
-            prefill: self.prefill.entry(),
-            decode: self.decode.entry(),
+            prefill: step("prefill")?,
+            decode: step("decode")?,
             context: self.cache.context,
             weights: std::ptr::null(),
-            pool: self.prefill.pool(),
+            pool: self.steps.pool(),
         })
     }
 }

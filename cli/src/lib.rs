@@ -318,13 +318,12 @@ pub fn compile_aot(model: &Path, opts: &CompileOptions, req: &AotRequest, timing
         }
         Some(cache) => {
             drop(source);
-            let [prefill, decode] = [cache.max_prefill, 1].map(|chunk| -> Result<Program, Error> {
-                let opts = CompileOptions { step: Some(DecoderStep { chunk, cache }), ..opts.clone() };
-                let g = import_path(model, &opts, timings)?;
-                plan(&g, &opts, &target, timings)
-            });
-            let (prefill, decode) = (prefill?, decode?);
-            let entries = [("prefill", &prefill), ("decode", &decode)];
+            let min_window = req.decoder.and_then(|d| d.min_window).unwrap_or(decoder::DEFAULT_MIN_WINDOW);
+            let steps = decoder::decoder_steps(model, cache, min_window, opts, &target, timings)?;
+            let entries: Vec<odc_backends::module::StepEntry> = steps
+                .iter()
+                .map(|(name, vs)| odc_backends::module::StepEntry { name, variants: vs.iter().map(|(p, b)| (p, *b)).collect() })
+                .collect();
             let module = timings.record("codegen", || aot::compile_stateful_object(&entries, cache.context, &target, &aot_opts))?;
             let model_name = model.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let header = bindings::c_header_stateful(&entries, cache.context, &prefix, &model_name);

@@ -87,6 +87,11 @@ enum Cmd {
         /// Decoder checkpoints: tokens per prefill step (default 64).
         #[arg(long)]
         max_prefill: Option<usize>,
+        /// Decoder checkpoints: each step is compiled once per KV-cache window, doubling from this
+        /// many slots (default 64) to the whole cache, and attends to the smallest window that
+        /// holds its positions: larger means fewer variants (faster compile), slower attention.
+        #[arg(long)]
+        min_window: Option<usize>,
         /// Output: dir/name.o (other artifacts beside it), or a directory.
         #[arg(short = 'o', long)]
         output: PathBuf,
@@ -206,6 +211,9 @@ struct GenerateArgs {
     /// Checkpoints: tokens per prefill step (default 64; longer prompts take several steps).
     #[arg(long)]
     max_prefill: Option<usize>,
+    /// Checkpoints: the smallest KV-cache window compiled (default 64; see `odc compile --help`).
+    #[arg(long)]
+    min_window: Option<usize>,
     /// The tokenizer: a tokenizer.json, or a directory with one (or vocab.json + merges.txt).
     /// Default: the checkpoint directory, or the module's directory.
     #[arg(long)]
@@ -247,7 +255,7 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     let jit;
     let module;
     let mut session = if a.model.is_dir() {
-        let cache = odc::decoder::CacheOptions { context: a.context, max_prefill: a.max_prefill };
+        let cache = odc::decoder::CacheOptions { context: a.context, max_prefill: a.max_prefill, min_window: a.min_window };
         let mut d = odc::decoder::DecoderJit::compile(&a.model, &cache, &CompileOptions::default(), &mut Timings::default())?;
         d.set_threads(a.threads);
         jit = d;
@@ -261,8 +269,8 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         );
         jit.session()?
     } else {
-        if a.context.is_some() || a.max_prefill.is_some() {
-            bail!("--context and --max-prefill are fixed when a module is compiled (odc compile --context N --max-prefill P)");
+        if a.context.is_some() || a.max_prefill.is_some() || a.min_window.is_some() {
+            bail!("--context, --max-prefill and --min-window are fixed when a module is compiled (odc compile --context N --max-prefill P)");
         }
         let prefix = match &a.prefix {
             Some(p) => p.clone(),
@@ -776,7 +784,7 @@ fn compile(
     prefix: Option<String>,
     weights: &str,
     linker: Option<String>,
-    (context, max_prefill): (Option<usize>, Option<usize>),
+    (context, max_prefill, min_window): (Option<usize>, Option<usize>, Option<usize>),
     output: PathBuf,
     show_timings: bool,
 ) -> Result<()> {
@@ -793,7 +801,8 @@ fn compile(
         emit: odc::Emit::parse_list(emit)?,
         weights,
         linker,
-        decoder: (context.is_some() || max_prefill.is_some()).then_some(odc::decoder::CacheOptions { context, max_prefill }),
+        decoder: (context.is_some() || max_prefill.is_some() || min_window.is_some())
+            .then_some(odc::decoder::CacheOptions { context, max_prefill, min_window }),
         output,
     };
     let mut timings = Timings::default();
@@ -815,7 +824,7 @@ fn main() -> ExitCode {
     let r = match &cli.cmd {
         Cmd::Run { m, inputs, output_dir, print, timings } => run(m, inputs, output_dir.as_deref(), *print, *timings).map(|_| true),
         Cmd::Check { m } => check(m),
-        Cmd::Compile { m, target, cpu, features, emit, prefix, weights, linker, context, max_prefill, output, timings } => compile(
+        Cmd::Compile { m, target, cpu, features, emit, prefix, weights, linker, context, max_prefill, min_window, output, timings } => compile(
             m,
             target.clone(),
             cpu.clone(),
@@ -824,7 +833,7 @@ fn main() -> ExitCode {
             prefix.clone(),
             weights,
             linker.clone(),
-            (*context, *max_prefill),
+            (*context, *max_prefill, *min_window),
             output.clone(),
             *timings,
         )

@@ -138,7 +138,7 @@ fn a_compiled_decoder_module_generates_the_same_tokens() {
     }
     let (code, _, stderr) = odc_generate(&[so.to_str().unwrap(), "--prompt-tokens", "1", "--context", "32"]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("--context and --max-prefill are fixed when a module is compiled"), "{stderr}");
+    assert!(stderr.contains("--context, --max-prefill and --min-window are fixed when a module is compiled"), "{stderr}");
     let (code, _, stderr) = odc_generate(&[so.to_str().unwrap(), "--prompt-tokens", "1,2,3", "-n", "70"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("need 72 positions, more than the context of 64"), "{stderr}");

@@ -25,11 +25,12 @@ pub struct ImportOptions {
 }
 
 /// One step of a decoder: `chunk` new tokens over `cache` (prefill: `chunk = cache.max_prefill`;
-/// decode: 1).
+/// decode: 1), attending to the first `window` slots (`None`: all; see `KvCache::windows`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecoderStep {
     pub chunk: usize,
     pub cache: crate::safetensors::decoder::KvCache,
+    pub window: Option<usize>,
 }
 
 /// A declared model input: name, dtype (or the source's name of an unsupported one) and shape.

@@ -145,7 +145,7 @@ fn pretrained_minilm_matches_transformers() {
 
 /// The decoder's prefill and decode steps over a KV cache, compiled for `context`/`max_prefill`.
 fn decoder(name: &str, context: usize, max_prefill: usize, threads: usize) -> odc::decoder::DecoderJit {
-    let cache = odc::decoder::CacheOptions { context: Some(context), max_prefill: Some(max_prefill) };
+    let cache = odc::decoder::CacheOptions { context: Some(context), max_prefill: Some(max_prefill), min_window: Some(8) };
     let mut d = odc::decoder::DecoderJit::compile(&models().join(name), &cache, &CompileOptions::default(), &mut Timings::default()).unwrap();
     d.set_threads(threads);
     d
@@ -231,7 +231,7 @@ fn a_prompt_longer_than_the_context_is_a_precise_error() {
     assert_eq!(e, "token id 96 is outside the vocabulary of 96 tokens");
     assert_eq!(s.position(), 0);
     s.prefill(&[1; 8]).unwrap();
-    let cache = odc::decoder::CacheOptions { context: Some(300), max_prefill: None };
+    let cache = odc::decoder::CacheOptions { context: Some(300), max_prefill: None, min_window: None };
     let e = odc::decoder::DecoderJit::compile(&models().join("llama"), &cache, &CompileOptions::default(), &mut Timings::default());
     assert_eq!(e.err().unwrap().to_string(), "context 300 is longer than the model's max_position_embeddings 256");
     let e = odc::decoder::DecoderJit::compile(&models().join("bert"), &Default::default(), &CompileOptions::default(), &mut Timings::default());
@@ -247,7 +247,7 @@ fn decoder_module(name: &str, target: &str, emit: Vec<odc::Emit>, dir: &Path) ->
         emit,
         weights: odc_backends::aot::WeightsPlacement::Auto,
         linker: None,
-        decoder: Some(odc::decoder::CacheOptions { context: Some(prompt.len() + greedy.len()), max_prefill: Some(CHUNK) }),
+        decoder: Some(odc::decoder::CacheOptions { context: Some(prompt.len() + greedy.len()), max_prefill: Some(CHUNK), min_window: Some(8) }),
         output: dir.to_path_buf(),
     };
     std::fs::create_dir_all(dir).unwrap();
@@ -321,4 +321,23 @@ fn a_decoder_module_generates_the_same_tokens_from_c_on_three_targets() {
         let got: Vec<i64> = String::from_utf8(o.stdout).unwrap().split_whitespace().map(|t| t.parse().unwrap()).collect();
         assert_eq!(got, greedy, "greedy tokens of the C host on {target}");
     }
+}
+
+#[test]
+fn a_step_refuses_positions_its_cache_window_cannot_hold() {
+    // One decode step attending to the first 16 slots only: positions 0..=15 run, 16 is refused
+    // by the generated code (the variant dispatch never sends it there; this is the safety net).
+    let cache = odc_frontend::safetensors::decoder::KvCache { context: 40, max_prefill: 4 };
+    let mut opts = CompileOptions::default();
+    opts.step = Some(odc_frontend::DecoderStep { chunk: 1, cache, window: Some(16) });
+    let mut t = Timings::default();
+    let g = odc::import_path(&models().join("llama"), &opts, &mut t).unwrap();
+    let jit = odc::compile_jit(&g, &opts, &mut t).unwrap();
+    let mut bufs = jit.buffers();
+    let mut state = jit.new_state().unwrap();
+    for position in [0i64, 15] {
+        jit.step_into(&[&1i64.to_le_bytes(), &position.to_le_bytes()], &mut bufs, &mut state).unwrap();
+    }
+    let e = jit.step_into(&[&1i64.to_le_bytes(), &16i64.to_le_bytes()], &mut bufs, &mut state).unwrap_err();
+    assert_eq!(e, odc_runtime::RunError::Status(odc_runtime::abi::Status::IndexOutOfRange));
 }

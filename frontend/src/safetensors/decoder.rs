@@ -61,8 +61,10 @@ pub fn rope_inv_freq(head_dim: usize, theta: f64, scaling: &RopeScaling) -> Vec<
 pub enum DecoderGraph {
     /// `run` over a whole `[batch, seq]` sequence (logits at every position), no cache.
     Sequence { batch: usize, seq: usize },
-    /// One step over a KV cache held as graph state (see [`KvCache`]): `chunk` new tokens.
-    Step { chunk: usize, cache: KvCache },
+    /// One step over a KV cache held as graph state (see [`KvCache`]): `chunk` new tokens,
+    /// attending to the first `window` slots of the cache only (see [`KvCache::windows`]); the
+    /// step refuses (index out of range) a `position` past `window - chunk`.
+    Step { chunk: usize, cache: KvCache, window: usize },
 }
 
 /// The KV cache a decoder's steps share: up to `context` positions, written by prefill chunks of
@@ -81,6 +83,22 @@ pub struct KvCache {
 impl KvCache {
     pub fn slots(&self) -> usize {
         self.context + self.max_prefill - 1
+    }
+
+    /// The cache windows a step of `chunk` tokens is compiled for, smallest first: attention
+    /// reads the first `window` slots, so a step at position `p` runs the smallest window with
+    /// `p + chunk <= window` and costs at most about twice the valid prefix, not the capacity.
+    /// Windows double from `min_window` (at least `chunk`) and the last is all the slots.
+    pub fn windows(&self, chunk: usize, min_window: usize) -> Vec<usize> {
+        let slots = self.slots();
+        let mut w = vec![];
+        let mut next = min_window.max(chunk).next_power_of_two();
+        while 2 * next <= slots {
+            w.push(next);
+            next *= 2;
+        }
+        w.push(slots);
+        w
     }
 }
 
@@ -104,7 +122,12 @@ pub fn build(b: &mut Builder, c: &DecoderConfig, w: &CheckpointWeights, what: De
     let (hidden, hd) = (c.hidden_size, c.head_dim);
     let (batch, seq) = match what {
         DecoderGraph::Sequence { batch, seq } => (batch, seq),
-        DecoderGraph::Step { chunk, .. } => (1, chunk),
+        DecoderGraph::Step { chunk, cache, window } => {
+            if window < chunk || window > cache.slots() {
+                return Err(FrontendError::Shape(format!("a step window of {window} slots cannot hold {chunk} tokens in a cache of {}", cache.slots())));
+            }
+            (1, chunk)
+        }
     };
     let ids = b.g.add_input("input_ids", TensorType::new(DType::I64, vec![batch, seq]));
     let inv_freq = rope_inv_freq(hd, c.rope_theta, &c.rope_scaling);
@@ -115,8 +138,12 @@ pub fn build(b: &mut Builder, c: &DecoderConfig, w: &CheckpointWeights, what: De
             let mask = b.bias_from_mask(causal, DType::F32)?;
             (Positions { cos, sin, mask, write_at: None }, None)
         }
-        DecoderGraph::Step { chunk, cache } => {
+        DecoderGraph::Step { chunk, cache, window } => {
             let position = b.g.add_input("position", TensorType::new(DType::I64, vec![1]));
+            // Every use of the position goes through this lookup, whose index check makes a
+            // position the window cannot hold an error instead of a silently short attention.
+            let allowed = b.iota(DType::I64, &[window - chunk + 1], 0)?;
+            let position = b.add(Op::Gather { axis: 0 }, &[allowed, position])?;
             let last = if chunk > 1 {
                 let n = b.g.add_input("n_tokens", TensorType::new(DType::I64, vec![1]));
                 Some(b.binary_c(BinaryOp::Sub, n, 1.0)?)
@@ -129,7 +156,7 @@ pub fn build(b: &mut Builder, c: &DecoderConfig, w: &CheckpointWeights, what: De
             let positions = b.add2(offsets, position)?;
             let cos = b.add(Op::Gather { axis: 0 }, &[table_cos, positions])?;
             let sin = b.add(Op::Gather { axis: 0 }, &[table_sin, positions])?;
-            let causal = b.causal_allowed(chunk, slots, CausalOffset::Tensor(position))?;
+            let causal = b.causal_allowed(chunk, window, CausalOffset::Tensor(position))?;
             let mask = b.bias_from_mask(causal, DType::F32)?;
             let rows = b.iota(DType::I64, &[1, c.num_kv_heads, chunk, hd], 2)?;
             let at = b.reshape(position, &[1, 1, 1, 1])?;
@@ -155,7 +182,7 @@ pub fn build(b: &mut Builder, c: &DecoderConfig, w: &CheckpointWeights, what: De
         let q = b.rotary_embedding(q, pos.cos, pos.sin, &rope)?;
         let k = b.rotary_embedding(k, pos.cos, pos.sin, &rope)?;
         let (k, v) = match (what, pos.write_at) {
-            (DecoderGraph::Step { cache, .. }, Some(at)) => {
+            (DecoderGraph::Step { cache, window, .. }, Some(at)) => {
                 let ty = TensorType::new(DType::F32, vec![1, c.num_kv_heads, cache.slots(), hd]);
                 let mut updated = vec![];
                 for (part, new) in [("key", k), ("value", v)] {
@@ -163,7 +190,7 @@ pub fn build(b: &mut Builder, c: &DecoderConfig, w: &CheckpointWeights, what: De
                     let old = b.g.add_state(&name, ty.clone());
                     let all = b.add(Op::ScatterElements { axis: 2, reduction: ScatterReduction::None }, &[old, at, new])?;
                     b.g.set_state_output(&name, all);
-                    updated.push(all);
+                    updated.push(if window < cache.slots() { b.slice_axis(all, 2, 0, 1, window)? } else { all });
                 }
                 (updated[0], updated[1])
             }

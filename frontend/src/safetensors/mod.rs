@@ -75,7 +75,8 @@ pub fn import(c: &Checkpoint, opts: &ImportOptions, eval: &dyn Evaluator) -> Res
                     cache.context, d.max_position_embeddings
                 )));
             }
-            vec![("logits", decoder::build(&mut b, d, &c.weights, DecoderGraph::Step { chunk: step.chunk, cache })?)]
+            let window = step.window.unwrap_or(cache.slots());
+            vec![("logits", decoder::build(&mut b, d, &c.weights, DecoderGraph::Step { chunk: step.chunk, cache, window })?)]
         }
         (ModelConfig::Decoder(d), None) => {
             let (batch, seq) = token_shape(opts, d.max_position_embeddings)?;
