@@ -4,7 +4,7 @@ on the same checkpoint, same threads, same prompt, in one run, alternating engin
 
     PY=$(bash bench/setup-llm-venv.sh)
     $PY bench/generate.py [--model build/smollm2] [--threads 1,2] [--prompt-tokens 64] [--new 64]
-                          [--context 512] [--repeat 5] [--odc target/release/odc] [--out FILE]
+                          [--context 2048] [--repeat 5] [--odc target/release/odc] [--out FILE]
 
 The model is a checkpoint directory with `model-f32.gguf` beside `model.safetensors` holding the
 same f32 weights (scripts/smollm2.py writes both). odc compiles it once with `odc compile
@@ -87,7 +87,7 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--prompt-tokens", type=int, default=64)
     ap.add_argument("--new", type=int, default=64)
-    ap.add_argument("--context", type=int, default=512)
+    ap.add_argument("--context", type=int, default=2048)
     ap.add_argument("--max-prefill", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--out", default=None)

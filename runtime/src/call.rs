@@ -254,14 +254,18 @@ impl EntryPoint {
             rank: t.shape.len() as u32,
             dtype: t.dtype,
         };
-        let ins: Vec<OdcTensor> =
-            inputs.iter().zip(&self.inputs).enumerate().map(|(i, (b, t))| tensor(i, t, b.as_ptr() as *mut u8, b.len())).collect();
-        let mut outs: Vec<OdcTensor> = outputs
-            .iter_mut()
-            .zip(&self.outputs)
-            .enumerate()
-            .map(|(i, (b, t))| tensor(ni + i, t, b.as_mut_ptr(), b.len()))
-            .collect();
+        // The tensor arrays live on the stack for up to INLINE tensors: a call (a decode step)
+        // allocates nothing.
+        let (mut ins_inline, mut outs_inline) = ([NO_TENSOR; INLINE], [NO_TENSOR; INLINE]);
+        let (mut ins_heap, mut outs_heap) = (Vec::new(), Vec::new());
+        let ins = tensor_array(&mut ins_inline, &mut ins_heap, inputs.len());
+        for (i, (b, t)) in inputs.iter().zip(&self.inputs).enumerate() {
+            ins[i] = tensor(i, t, b.as_ptr() as *mut u8, b.len());
+        }
+        let outs = tensor_array(&mut outs_inline, &mut outs_heap, outputs.len());
+        for (i, (b, t)) in outputs.iter_mut().zip(&self.outputs).enumerate() {
+            outs[i] = tensor(ni + i, t, b.as_mut_ptr(), b.len());
+        }
         let ctx = OdcContext {
             abi_version: abi::ABI_VERSION,
             num_threads: pool.map_or(1, |p| p.threads() as u32),
@@ -280,6 +284,21 @@ impl EntryPoint {
             (EntryFn::Step { .. }, None) => return Err(RunError::Arguments("a stateful step needs its state".into())),
         };
         RunError::from_status(st).map_or(Ok(()), Err)
+    }
+}
+
+/// Tensors a call passes without allocating.
+const INLINE: usize = 8;
+
+const NO_TENSOR: OdcTensor = OdcTensor { data: std::ptr::null_mut(), shape: std::ptr::null(), size_bytes: 0, rank: 0, dtype: 0 };
+
+/// `n` tensors: the first `n` of `inline`, or `heap` grown to `n` when more are needed.
+fn tensor_array<'a>(inline: &'a mut [OdcTensor; INLINE], heap: &'a mut Vec<OdcTensor>, n: usize) -> &'a mut [OdcTensor] {
+    if n <= INLINE {
+        &mut inline[..n]
+    } else {
+        heap.resize(n, NO_TENSOR);
+        heap
     }
 }
 

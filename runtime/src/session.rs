@@ -32,6 +32,8 @@ pub struct DecoderSession<'m> {
     vocab: usize,
     logits: Vec<u8>,
     values: Vec<f32>,
+    /// The prefill step's token ids, reused by every chunk.
+    ids: Vec<u8>,
 }
 
 fn expect_shape(what: &str, infos: &[TensorInfo], i: usize, rank: usize) -> Result<Vec<usize>, RunError> {
@@ -65,6 +67,7 @@ impl<'m> DecoderSession<'m> {
             vocab,
             logits: vec![0u8; 4 * vocab],
             values: vec![0.0; vocab],
+            ids: vec![0u8; 8 * max_prefill],
             m,
         })
     }
@@ -111,26 +114,27 @@ impl<'m> DecoderSession<'m> {
     }
 
     /// Append `tokens` to the cache (in chunks of up to `max_prefill`); returns the logits after
-    /// the last one.
+    /// the last one. Allocates nothing.
     pub fn prefill(&mut self, tokens: &[i64]) -> Result<&[f32], RunError> {
         self.check_tokens(tokens)?;
         let p = self.max_prefill;
         for chunk in tokens.chunks(p) {
-            let mut ids = vec![0u8; 8 * p];
+            self.ids.fill(0);
             for (i, &t) in chunk.iter().enumerate() {
-                ids[8 * i..8 * i + 8].copy_from_slice(&t.to_le_bytes());
+                self.ids[8 * i..8 * i + 8].copy_from_slice(&t.to_le_bytes());
             }
             let position = (self.position as i64).to_le_bytes();
             let n = (chunk.len() as i64).to_le_bytes();
             let entry = self.m.prefill;
-            let inputs: Vec<&[u8]> = if entry.inputs().len() == 3 { vec![&ids, &position, &n] } else { vec![&ids, &position] };
-            entry.call_step(&inputs, &mut [&mut self.logits], &mut self.arena, &mut self.state, self.m.weights, self.m.pool)?;
+            let all: [&[u8]; 3] = [&self.ids, &position, &n];
+            let inputs = &all[..entry.inputs().len().min(3)];
+            entry.call_step(inputs, &mut [&mut self.logits], &mut self.arena, &mut self.state, self.m.weights, self.m.pool)?;
             self.position += chunk.len();
         }
         Ok(self.read_logits())
     }
 
-    /// Append one token; returns the logits after it.
+    /// Append one token; returns the logits after it. Allocates nothing.
     pub fn decode(&mut self, token: i64) -> Result<&[f32], RunError> {
         self.check_tokens(&[token])?;
         let (ids, position) = (token.to_le_bytes(), (self.position as i64).to_le_bytes());
