@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Text-generation speed: odc (a decoder module compiled ahead of time) vs llama.cpp (llama-cpp-python)
-on the same checkpoint, same threads, same prompt, in one run, alternating engines.
+and ONNX Runtime on the same checkpoint, same threads, same prompt, in one run, alternating engines.
 
     PY=$(bash bench/setup-llm-venv.sh)
     $PY bench/generate.py [--model build/smollm2] [--threads 1,2] [--prompt-tokens 64] [--new 64]
@@ -14,6 +14,8 @@ f32 GGUF with n_ctx = C, n_batch = P and the same threads; prefill is one `eval`
 decode one `eval` per token, greedy (argmax of the logits) like odc. Each engine's median over
 `--repeat` runs is reported, and the ratio odc/llama.cpp; the greedy tokens of both are compared
 (they may differ where two logits are within rounding: f32 kernels sum in different orders).
+ONNX Runtime runs `model-kv.onnx` beside the checkpoint when it exists (bench/export_onnx_decoder.py
+writes it), its caches passed back in each call.
 
 Decode is memory-bound: every token reads every weight once (the tied embedding through the LM
 head), so `bytes/token x tokens/s` is the bandwidth a decoder sustains. It is set against the
@@ -52,6 +54,32 @@ def odc_run(odc, module, prompt, new, threads):
     speeds = dict(kv.split("=") for kv in out[-1].split())
     tokens = [int(t) for t in out[-2].removeprefix("generated: ").split()]
     return float(speeds["prefill_tok_s"]), float(speeds["decode_tok_s"]), tokens
+
+
+class Ort:
+    """ONNX Runtime on model-kv.onnx (bench/export_onnx_decoder.py): the caches go in as inputs and
+    come back as outputs, fed to the next call, as a plain onnxruntime host does."""
+
+    def __init__(self, path, threads, config):
+        import onnxruntime as ort
+        o = ort.SessionOptions()
+        o.intra_op_num_threads = threads
+        o.inter_op_num_threads = 1
+        self.s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+        hd = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+        self.empty = np.zeros((config["num_hidden_layers"], 1, config["num_key_value_heads"], 0, hd), np.float32)
+
+    def run(self, prompt, new):
+        t = time.perf_counter()
+        logits, k, v = self.s.run(None, {"input_ids": np.array([prompt], np.int64), "past_keys": self.empty, "past_values": self.empty})
+        prefill = len(prompt) / (time.perf_counter() - t)
+        tokens = [int(np.argmax(logits))]
+        t = time.perf_counter()
+        for _ in range(new - 1):
+            logits, k, v = self.s.run(None, {"input_ids": np.array([[tokens[-1]]], np.int64), "past_keys": k, "past_values": v})
+            tokens.append(int(np.argmax(logits)))
+        decode = (new - 1) / (time.perf_counter() - t)
+        return prefill, decode, tokens
 
 
 class LlamaCpp:
@@ -103,8 +131,8 @@ def main():
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; prompt {a.prompt_tokens} tokens, {a.new} new, "
              f"context {a.context}, prefill chunk {a.max_prefill}; median of {a.repeat} alternating runs; "
              f"weights {weight_bytes / 1e6:.0f} MB read per decoded token; numpy read bandwidth {bandwidth:.1f} GB/s", "",
-             "| threads | odc prefill tok/s | llama.cpp prefill tok/s | ratio | odc decode tok/s | llama.cpp decode tok/s | ratio | odc GB/s (% of read bw) | llama.cpp GB/s | greedy tokens equal |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| threads | odc prefill tok/s | llama.cpp | odc/llama.cpp | ORT | odc/ORT | odc decode tok/s | llama.cpp | odc/llama.cpp | ORT | odc/ORT | odc GB/s (% of read bw) | llama.cpp GB/s | greedy equal to odc: llama.cpp, ORT |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         subprocess.run([a.odc, "compile", a.model, "--emit", "sharedlib", "--weights", "external", "--context", str(a.context),
@@ -113,22 +141,26 @@ def main():
         module = os.path.join(tmp, "lib" + os.path.basename(os.path.abspath(a.model)) + ".so")
         for threads in [int(x) for x in a.threads.split(",")]:
             cpp = LlamaCpp(os.path.join(a.model, "model-f32.gguf"), a.context, a.max_prefill, threads)
+            onnx = os.path.join(a.model, "model-kv.onnx")
+            ort = Ort(onnx, threads, config) if os.path.exists(onnx) else None
             cpp.run(prompt[:8], 4)  # warm-up
             odc_run(a.odc, module, prompt[:8], 4, threads)
-            o, c = [], []
+            o, c, r = [], [], []
             for _ in range(a.repeat):
                 o.append(odc_run(a.odc, module, prompt, a.new, threads))
                 c.append(cpp.run(prompt, a.new))
-            med = lambda rs, i: statistics.median(r[i] for r in rs)
-            op, od, cp_, cd = med(o, 0), med(o, 1), med(c, 0), med(c, 1)
-            same = sum(x == y for x, y in zip(o[0][2], c[0][2]))
-            lines.append(f"| {threads} | {op:.1f} | {cp_:.1f} | {op / cp_:.2f} | {od:.2f} | {cd:.2f} | **{od / cd:.2f}** | "
-                         f"{od * weight_bytes / 1e9:.1f} ({100 * od * weight_bytes / 1e9 / bandwidth:.0f}%) | "
-                         f"{cd * weight_bytes / 1e9:.1f} | {same}/{a.new} |")
+                if ort:
+                    r.append(ort.run(prompt, a.new))
+            med = lambda rs, i: statistics.median(x[i] for x in rs) if rs else float("nan")
+            op, od, cp_, cd, rp, rd = med(o, 0), med(o, 1), med(c, 0), med(c, 1), med(r, 0), med(r, 1)
+            same = lambda rs: f"{sum(x == y for x, y in zip(o[0][2], rs[0][2]))}/{a.new}" if rs else "-"
+            lines.append(f"| {threads} | {op:.1f} | {cp_:.1f} | {op / cp_:.2f} | {rp:.1f} | {op / rp:.2f} | {od:.2f} | {cd:.2f} | **{od / cd:.2f}** | "
+                         f"{rd:.2f} | {od / rd:.2f} | {od * weight_bytes / 1e9:.1f} ({100 * od * weight_bytes / 1e9 / bandwidth:.0f}%) | "
+                         f"{cd * weight_bytes / 1e9:.1f} | {same(c)}, {same(r)} |")
             print(lines[-1], flush=True)
-            print(f"  odc runs: {[(round(p, 1), round(d, 2)) for p, d, _ in o]}", flush=True)
-            print(f"  llama.cpp runs: {[(round(p, 1), round(d, 2)) for p, d, _ in c]}", flush=True)
-            del cpp
+            for name, rs in [("odc", o), ("llama.cpp", c), ("ORT", r)]:
+                print(f"  {name} runs (prefill, decode tok/s): {[(round(p, 1), round(d, 2)) for p, d, _ in rs]}", flush=True)
+            del cpp, ort
     lines += ["", f"odc compile time (both steps, AOT, external weights): {compile_s:.1f} s"]
     text = "\n".join(lines) + "\n"
     print(text)
